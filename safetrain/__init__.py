@@ -1,0 +1,52 @@
+"""safetrain: TF-Slim training ops that never silently drop regularization.
+
+``create_train_op_safe`` and ``total_loss_from`` wrap tf_slim's functions so
+regularization losses are always collected, and building a train op whose loss
+leaves out a regularized graph's terms raises ``MissingRegularizationError``
+at graph-build time. ``import safetrain.slim as slim`` is a drop-in for
+``import tf_slim as slim``. Importing safetrain also makes tf_slim 1.1.0 work
+on current TensorFlow (see ``safetrain._compat``).
+"""
+
+from safetrain import _compat
+
+_compat.apply()
+
+# pylint: disable=g-import-not-at-top,g-bad-import-order
+from safetrain._check import check_regularization
+from safetrain._errors import DoubleCountedRegularizationError
+from safetrain._errors import EagerModeError
+from safetrain._errors import Error
+from safetrain._errors import InvalidArgumentError
+from safetrain._errors import InvalidArgumentTypeError
+from safetrain._errors import MissingRegularizationError
+from safetrain._report import RegularizationReport
+from safetrain._report import RegularizationTerm
+from safetrain._report import Status
+from safetrain._trace import TrainOpTrace
+from safetrain._trace import find_train_ops
+from safetrain._trace import trace_train_op
+from safetrain._train import MissingRegularizationWarning
+from safetrain._train import create_train_op_safe
+from safetrain._train import total_loss_from
+
+__version__ = "0.1.0"
+
+__all__ = (
+    "DoubleCountedRegularizationError",
+    "EagerModeError",
+    "Error",
+    "InvalidArgumentError",
+    "InvalidArgumentTypeError",
+    "MissingRegularizationError",
+    "MissingRegularizationWarning",
+    "RegularizationReport",
+    "RegularizationTerm",
+    "Status",
+    "TrainOpTrace",
+    "check_regularization",
+    "create_train_op_safe",
+    "find_train_ops",
+    "total_loss_from",
+    "trace_train_op",
+)

@@ -1,0 +1,97 @@
+"""Makes tf_slim 1.1.0, the last release, work on current TensorFlow.
+
+tf_slim reaches into TensorFlow's private modules (``tensorflow.python.*``)
+for names that later TensorFlow releases moved elsewhere. Each line below puts
+one moved name back where tf_slim looks for it, and only when it is missing,
+so on a TensorFlow that still has the name nothing changes. Nothing here
+changes behaviour: every restored name is the very object TensorFlow now
+keeps under its new address.
+
+``apply()`` runs once, when ``safetrain`` is imported.
+"""
+
+import importlib
+import sys
+import types
+
+__all__ = ("apply",)
+
+_applied = False
+
+
+def _module(name: str):
+  try:
+    return importlib.import_module(name)
+  except ImportError:
+    return None
+
+
+def _restore(module_name: str, attr: str, new_module_name: str, new_attr: str):
+  """Sets ``module_name.attr`` to ``new_module_name.new_attr`` if missing."""
+  module = _module(module_name)
+  new_module = _module(new_module_name)
+  if module is None or new_module is None or hasattr(module, attr):
+    return
+  setattr(module, attr, getattr(new_module, new_attr))
+
+
+def _alias_tf_keras_legacy_layers():
+  """TF 2.16+ loads tf.compat.v1.layers from ``tf_keras.legacy_tf_layers``.
+
+  tf_keras keeps that package at ``tf_keras.src.legacy_tf_layers`` and has no
+  module at the old address, so ``slim.batch_norm`` fails with
+  ``No module named 'tf_keras.legacy_tf_layers'``. Register the real package
+  under the name TensorFlow's lazy loaders import.
+  """
+  if "tf_keras.legacy_tf_layers" in sys.modules:
+    return
+  try:
+    importlib.import_module("tf_keras.legacy_tf_layers")
+    return
+  except ImportError:
+    pass
+  package = _module("tf_keras.src.legacy_tf_layers")
+  if not isinstance(package, types.ModuleType):
+    return  # TF 2.15 and earlier bundle Keras 2 and never look there.
+  sys.modules["tf_keras.legacy_tf_layers"] = package
+  for sub in ("base", "convolutional", "core", "normalization", "pooling",
+              "variable_scope_shim", "migration_utils"):
+    module = _module("tf_keras.src.legacy_tf_layers." + sub)
+    if module is not None:
+      sys.modules["tf_keras.legacy_tf_layers." + sub] = module
+
+
+def apply() -> None:
+  """Restores every moved name tf_slim 1.1.0 needs. Safe to call twice."""
+  global _applied
+  if _applied:
+    return
+  _alias_tf_keras_legacy_layers()
+  tf = "tensorflow.python."
+  # TF 2.14 moved Tensor to framework/tensor.py; ops.Tensor went in 2.16.
+  # (slim.batch_norm(updates_collections=None), gradient_multipliers)
+  _restore(tf + "framework.ops", "Tensor", tf + "framework.tensor", "Tensor")
+  # TF 2.13 moved IndexedSlices to framework/indexed_slices.py; the ops alias
+  # went in 2.16. (clip_gradient_norm, summarize_gradients)
+  _restore(tf + "framework.ops", "IndexedSlices",
+           tf + "framework.indexed_slices", "IndexedSlices")
+  # TF 2.13 split control_flow_ops: cond, case, Assert and while_loop moved to
+  # their own modules and the old names went in 2.16. (streaming metrics,
+  # tfexample_decoder.Image and BackupHandler, metric_learning losses)
+  _restore(tf + "ops.control_flow_ops", "cond", tf + "ops.cond", "cond")
+  _restore(tf + "ops.control_flow_ops", "case",
+           tf + "ops.control_flow_case", "case")
+  _restore(tf + "ops.control_flow_ops", "Assert",
+           tf + "ops.control_flow_assert", "Assert")
+  _restore(tf + "ops.control_flow_ops", "while_loop",
+           tf + "ops.while_loop", "while_loop")
+  # TF 2.13 moved stack and unstack to ops/array_ops_stack.py.
+  # (streaming_curve_points, recall_at_precision, tfexample_decoder)
+  _restore(tf + "ops.array_ops", "stack", tf + "ops.array_ops_stack", "stack")
+  _restore(tf + "ops.array_ops", "unstack",
+           tf + "ops.array_ops_stack", "unstack")
+  # TF 2.14 replaced variable_scope.variable by variable_v1.VariableV1, which
+  # takes the same arguments. (slim.local_variable, slim.global_variable)
+  _restore(tf + "ops.variable_scope", "variable",
+           tf + "ops.variable_v1", "VariableV1")
+  _applied = True

@@ -1,0 +1,207 @@
+"""From a train op back to the loss it minimizes and the variables it updates.
+
+``slim.learning.train`` is handed a train op, and an audited MetaGraph holds
+nothing but ops, so both need to recover what ``create_train_op`` knew: the
+optimized loss and the variables. This reads the graph only.
+
+* Variables: the optimizer's apply ops (``ApplyGradientDescent``,
+  ``ResourceApplyAdam``, ``ResourceSparseApplyMomentum``, ...) among the train
+  op's ancestors, data and control edges both; each names its variable as its
+  first input.
+* Loss: a train op made by slim's ``create_train_op`` is the loss itself,
+  passed through an ``Identity`` that waits for the updates. Otherwise the loss
+  is found where ``tf.gradients`` seeded the backward pass (its
+  ``gradients/grad_ys_0`` op): the seed's consumers are the gradient ops of
+  the loss's op, or of its inputs when the loss's own gradient makes no op
+  (``AddN``, ``Identity``); their name scopes ``gradients/<op>_grad`` name the
+  forward ops.
+"""
+
+import collections
+import dataclasses
+import re
+from typing import Dict, List, Optional, Tuple
+
+import tensorflow as tf
+
+from safetrain import _graph
+
+__all__ = ("TrainOpTrace", "find_train_ops", "trace_train_op")
+
+_OPTIMIZER_APPLY = re.compile(r"^(Resource)?(Sparse)?Apply[A-Z]\w*$")
+_GRAD_SCOPE = re.compile(r"^(?P<prefix>(?:.*/)?gradients(?:_\d+)?)/(?P<fwd>.+?)_grad/")
+_SEED = re.compile(r"^(?P<prefix>(?:.*/)?gradients(?:_\d+)?)/(grad_ys_\d+|Fill)$")
+_VARIABLE_OPS = frozenset({"VarHandleOp", "VariableV2", "Variable",
+                           "_VarHandlesOp"})
+_THROUGH = frozenset({"Identity", "Enter", "Switch", "RefIdentity",
+                      "RefEnter", "RefSwitch", "ReadVariableOp"})
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainOpTrace:
+  """What a train op minimizes and updates.
+
+  Attributes:
+    train_op: the op traced.
+    losses: the loss tensors found, one per ``tf.gradients`` call that feeds
+      an apply op (usually one); empty if none could be found.
+    variables: names of the variables the optimizer updates.
+    variable_ops: the ops that own those variables' storage.
+  """
+
+  train_op: tf.Operation
+  losses: Tuple[tf.Tensor, ...]
+  variables: Tuple[str, ...]
+  variable_ops: Tuple[tf.Operation, ...]
+
+
+def _as_op(train_op) -> tf.Operation:
+  return train_op if isinstance(train_op, tf.Operation) else train_op.op
+
+
+def _ancestors_with_control(op) -> List[tf.Operation]:
+  seen = {op}
+  queue = collections.deque([op])
+  order = []
+  while queue:
+    current = queue.popleft()
+    order.append(current)
+    for parent in [t.op for t in current.inputs] + list(current.control_inputs):
+      if parent not in seen:
+        seen.add(parent)
+        queue.append(parent)
+  return order
+
+
+def _owner(tensor) -> Optional[tf.Operation]:
+  op = tensor.op
+  for _ in range(32):
+    if op.type in _VARIABLE_OPS:
+      return op
+    if op.type not in _THROUGH or not op.inputs:
+      return None
+    op = op.inputs[0].op
+  return None
+
+
+def _gradient_prefix(apply_op) -> Optional[str]:
+  """The ``gradients`` scope whose output this apply op consumes."""
+  queue = collections.deque(t.op for t in apply_op.inputs[1:])
+  seen = set()
+  while queue and len(seen) < 64:
+    op = queue.popleft()
+    if op in seen:
+      continue
+    seen.add(op)
+    match = _GRAD_SCOPE.match(op.name) or _SEED.match(op.name)
+    if match:
+      return match.group("prefix")
+    queue.extend(t.op for t in op.inputs)
+  return None
+
+
+def _loss_from_seed(graph, prefix: str) -> Optional[tf.Tensor]:
+  seeds = [graph.get_operation_by_name(f"{prefix}/{name}")
+           for name in ("grad_ys_0", "Fill")
+           if _has_op(graph, f"{prefix}/{name}")]
+  if not seeds:
+    return None
+  forward = []
+  for consumer in seeds[0].outputs[0].consumers():
+    match = _GRAD_SCOPE.match(consumer.name)
+    if match and _has_op(graph, match.group("fwd")):
+      op = graph.get_operation_by_name(match.group("fwd"))
+      if op not in forward:
+        forward.append(op)
+  if len(forward) == 1:
+    return _float_scalar(forward[0])
+  if not forward:
+    return None
+  common = None
+  for op in forward:
+    consumers = {c for t in op.outputs for c in t.consumers()
+                 if not _GRAD_SCOPE.match(c.name)}
+    common = consumers if common is None else common & consumers
+  candidates = [t for c in sorted(common or (), key=lambda o: o.name)
+                if (t := _float_scalar(c)) is not None]
+  return candidates[0] if len(candidates) == 1 else None
+
+
+def _has_op(graph, name: str) -> bool:
+  try:
+    graph.get_operation_by_name(name)
+  except (KeyError, ValueError):
+    return False
+  return True
+
+
+def _float_scalar(op) -> Optional[tf.Tensor]:
+  for tensor in op.outputs:
+    if tensor.dtype.base_dtype.is_floating and tensor.shape.ndims in (0, None):
+      return tensor
+  return None
+
+
+def trace_train_op(train_op) -> TrainOpTrace:
+  """Finds the loss(es) and variables of ``train_op`` (a tensor or an op)."""
+  op = _as_op(train_op)
+  graph = op.graph
+  apply_ops = [a for a in _ancestors_with_control(op)
+               if _OPTIMIZER_APPLY.match(a.type)]
+  owners: Dict[str, tf.Operation] = {}
+  prefixes: List[str] = []
+  for apply_op in apply_ops:
+    owner = _owner(apply_op.inputs[0]) if apply_op.inputs else None
+    if owner is not None:
+      owners.setdefault(owner.name, owner)
+    prefix = _gradient_prefix(apply_op)
+    if prefix is not None and prefix not in prefixes:
+      prefixes.append(prefix)
+  losses: List[tf.Tensor] = []
+  if (op.type == "Identity" and op.control_inputs and op.inputs and
+      op.outputs[0].dtype.base_dtype.is_floating):
+    losses.append(op.inputs[0])  # slim's create_train_op.
+  else:
+    for prefix in prefixes:
+      loss = _loss_from_seed(graph, prefix)
+      if loss is not None and all(loss is not l for l in losses):
+        losses.append(loss)
+  names = tuple(sorted(owners))
+  return TrainOpTrace(train_op=op, losses=tuple(losses), variables=names,
+                      variable_ops=tuple(owners[n] for n in names))
+
+
+def find_train_ops(graph) -> Tuple[tf.Operation, ...]:
+  """The graph's train ops: its ``train_op`` collection, else sinks of apply ops.
+
+  slim's ``create_train_op`` puts its result into the ``train_op``
+  collection. Without it, a train op is an op that runs optimizer apply ops
+  (through data or control edges) and that nothing else runs.
+  """
+  listed = graph.get_collection(tf.compat.v1.GraphKeys.TRAIN_OP)
+  if listed:
+    result = []
+    for item in listed:
+      op = _as_op(item)
+      if op not in result:
+        result.append(op)
+    return tuple(result)
+  ops = graph.get_operations()
+  apply_ops = {op for op in ops if _OPTIMIZER_APPLY.match(op.type)}
+  if not apply_ops:
+    return ()
+  runs_apply = set(apply_ops)
+  consumers = collections.defaultdict(set)
+  for op in ops:
+    for parent in [t.op for t in op.inputs] + list(op.control_inputs):
+      consumers[parent].add(op)
+  frontier = collections.deque(apply_ops)
+  while frontier:
+    current = frontier.popleft()
+    for child in consumers[current]:
+      if child not in runs_apply:
+        runs_apply.add(child)
+        frontier.append(child)
+  sinks = [op for op in runs_apply
+           if not (consumers[op] & runs_apply) and op not in apply_ops]
+  return tuple(sorted(sinks, key=lambda o: o.name))

@@ -1,0 +1,254 @@
+"""The safe API: ``total_loss_from`` and ``create_train_op_safe``.
+
+Both wrap what tf_slim does and keep its names, parameters and defaults;
+safetrain's own options are keyword-only. ``enforce`` is the one place that
+acts on a check's result, used by every entry point (these functions, the
+drop-in ``safetrain.slim``, the optimizer guard and the trainers).
+"""
+
+import warnings
+from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Union
+
+from absl import logging
+import tensorflow as tf
+
+from safetrain import _args
+from safetrain import _check
+from safetrain import _errors
+from safetrain import _graph
+from safetrain import _report
+
+__all__ = (
+    "MissingRegularizationWarning",
+    "check_train_op",
+    "create_train_op_safe",
+    "enforce",
+    "total_loss_from",
+)
+
+Status = _report.Status
+
+_USE_GLOBAL_STEP = 0  # tf_slim.learning._USE_GLOBAL_STEP.
+_GATE_OP = tf.compat.v1.train.Optimizer.GATE_OP
+
+
+class MissingRegularizationWarning(UserWarning):
+  """Issued with ``on_missing="warn"`` when regularization is left out."""
+
+
+def _add_terms(loss, terms: Sequence, name: str):
+  """``loss`` plus each term, in the loss's dtype."""
+  values = [loss]
+  for tensor in terms:
+    value = tf.convert_to_tensor(tensor)  # Builds a lazy tensor's copy.
+    if value.dtype.base_dtype != loss.dtype.base_dtype:
+      value = tf.cast(value, loss.dtype.base_dtype)
+    values.append(value)
+  return tf.add_n(values, name=name)
+
+
+def enforce(loss, variables_to_train: Optional[Iterable], on_missing: str,
+            caller: str, *, expected_coefficient: Optional[float] = None):
+  """Checks ``loss`` and acts on the result as ``on_missing`` says.
+
+  Returns the loss to optimize: ``loss`` itself, or with ``on_missing="add"``
+  the loss plus the terms it left out. Raises ``MissingRegularizationError``
+  (or, with an ``expected_coefficient``, ``DoubleCountedRegularizationError``)
+  as the policy requires.
+  """
+  _args.on_missing(on_missing, caller)
+  _args.require_graph_mode(caller)
+  loss = _args.graph_loss(loss, caller)
+  variables = _args.trained_variables(variables_to_train, loss.graph, caller)
+  report = _check.analyze(loss, variables,
+                          expected_coefficient=expected_coefficient,
+                          with_coefficients=expected_coefficient is not None)
+  if report.overcounted:
+    raise _errors.DoubleCountedRegularizationError(
+        report.overcounted_message(caller), report)
+  missing = report.missing
+  if not missing:
+    return loss
+  if on_missing == "warn":
+    warnings.warn(report.missing_message(caller),
+                  MissingRegularizationWarning, stacklevel=3)
+    return loss
+  addable = [t for t in missing if t.status is Status.MISSING]
+  if on_missing == "raise" or len(addable) != len(missing):
+    raise _errors.MissingRegularizationError(
+        report.missing_message(caller), report)
+  logging.info("%s: added %d regularization losses that %s left out: %s",
+               caller, len(addable), loss.name,
+               ", ".join(t.name for t in addable[:5]) +
+               (" ..." if len(addable) > 5 else ""))
+  with loss.graph.as_default():
+    return _add_terms(loss, [t.tensor for t in addable],
+                      name="total_loss_with_regularization")
+
+
+def total_loss_from(losses: Union[None, tf.Tensor, Sequence[tf.Tensor]] = None,
+                    *, scope: Optional[str] = None,
+                    name: str = "total_loss") -> tf.Tensor:
+  """The sum of ``losses`` plus every regularization loss it leaves out.
+
+  Like ``tf.compat.v1.losses.get_total_loss``, but a regularization loss the
+  sum already includes is not added again: a tensor listed twice in the
+  collection counts once, and ``total_loss_from(total_loss_from(x))`` or
+  ``total_loss_from(tf.compat.v1.losses.get_total_loss())`` add nothing.
+
+  Args:
+    losses: a scalar loss tensor, a list of them, or None for the default
+      graph's ``LOSSES`` collection.
+    scope: only losses (and regularization losses) in this name scope, with
+      a '/' boundary: ``clone_1`` does not take ``clone_10/...``.
+    name: the name of the sum, when a new op is needed. When the single loss
+      given already includes every regularization loss, it is returned as is.
+
+  Returns:
+    A scalar tensor.
+  """
+  caller = "total_loss_from"
+  _args.require_graph_mode(caller)
+  if losses is None:
+    graph = tf.compat.v1.get_default_graph()
+    collected = _dedup(graph.get_collection(tf.compat.v1.GraphKeys.LOSSES))
+    given = [t for t in collected if _check.in_scope(t.name, scope)]
+    if not given and not _check.regularization_losses(graph, scope):
+      where = f" in scope {scope!r}" if scope else ""
+      raise _errors.InvalidArgumentError(
+          f"{caller}: there are no losses{where}: the LOSSES collection is "
+          "empty. Build the loss with tf.compat.v1.losses (which adds to "
+          "it), or pass it: total_loss_from(loss).")
+    given = _args.graph_losses(given, caller, "LOSSES collection")
+  else:
+    if isinstance(losses, (list, tuple)):
+      if not losses:
+        raise _errors.InvalidArgumentError(
+            f"{caller}: losses is an empty list. Pass at least one loss, or "
+            "None for the LOSSES collection.")
+      given = _dedup(_args.graph_losses(losses, caller))
+    else:
+      given = [_args.graph_loss(losses, caller, "losses")]
+    graph = given[0].graph
+  regularization = _check.regularization_losses(graph, scope)
+  with graph.as_default():
+    if not given:  # Only regularization losses in the graph.
+      return _add_terms(tf.convert_to_tensor(regularization[0]),
+                        regularization[1:], name)
+    dtype = given[0].dtype.base_dtype
+    given = [t if t.dtype.base_dtype == dtype else tf.cast(t, dtype)
+             for t in given]
+    base = given[0] if len(given) == 1 else tf.add_n(given)
+    absent = _left_out(base, regularization, caller) if regularization else []
+    if absent:
+      return _add_terms(base, absent, name)
+    if losses is not None and len(given) == 1:
+      return base  # Already complete: nothing to add, no op built.
+    return tf.identity(base, name=name)
+
+
+def _left_out(base, regularization: Sequence, caller: str) -> List:
+  """The regularization tensors that ``base`` does not depend on at all."""
+  graph = base.graph
+  variables = graph.get_collection(tf.compat.v1.GraphKeys.TRAINABLE_VARIABLES)
+  report = _check.analyze(base, variables, regularization=regularization)
+  for term in report.terms:
+    if term.status is Status.UNREACHABLE:
+      logging.warning(
+          "%s: regularization loss %s lives in another graph (a layer built "
+          "inside a tf.cond branch?) and cannot be added to the loss.",
+          caller, term.name)
+    elif term.status is Status.BLOCKED:
+      logging.warning(
+          "%s: regularization loss %s is in the loss's value but behind a "
+          "stop-gradient or integer cast; it is not added again.",
+          caller, term.name)
+  return [t.tensor for t in report.terms
+          if t.status in (Status.MISSING, Status.FROZEN)]
+
+
+def _dedup(tensors: Iterable) -> List:
+  seen = set()
+  result = []
+  for tensor in tensors:
+    tensor_key = _graph.key(tensor)
+    if tensor_key not in seen:
+      seen.add(tensor_key)
+      result.append(tensor)
+  return result
+
+
+def create_train_op_safe(
+    total_loss: tf.Tensor,
+    optimizer: Any,
+    global_step: Any = _USE_GLOBAL_STEP,
+    update_ops: Optional[Iterable[tf.Operation]] = None,
+    variables_to_train: Optional[Iterable[tf.Variable]] = None,
+    clip_gradient_norm: float = 0,
+    summarize_gradients: bool = False,
+    gate_gradients: int = _GATE_OP,
+    aggregation_method: Any = None,
+    colocate_gradients_with_ops: bool = False,
+    gradient_multipliers: Optional[Dict[Any, float]] = None,
+    check_numerics: bool = True,
+    *,
+    on_missing: str = "raise",
+) -> tf.Tensor:
+  """``tf_slim.learning.create_train_op``, checked before anything is built.
+
+  Same parameters, defaults and result as slim's function. First it checks
+  that ``total_loss`` includes every regularization loss of the variables it
+  trains (see ``check_regularization``).
+
+  Args:
+    total_loss ... check_numerics: as ``tf_slim.learning.create_train_op``.
+    on_missing: ``"raise"`` (default) raises ``MissingRegularizationError``;
+      ``"add"`` adds the left-out terms to the loss and logs that it did;
+      ``"warn"`` warns (``MissingRegularizationWarning``) and builds as given.
+
+  Returns:
+    A tensor that, when evaluated, applies the gradients and returns the loss.
+  """
+  caller = "create_train_op_safe"
+  _args.optimizer(optimizer, caller)
+  total_loss = enforce(total_loss, variables_to_train, on_missing, caller)
+  from tf_slim import learning  # pylint: disable=g-import-not-at-top
+  return learning.create_train_op(
+      total_loss, optimizer, global_step=global_step, update_ops=update_ops,
+      variables_to_train=variables_to_train,
+      clip_gradient_norm=clip_gradient_norm,
+      summarize_gradients=summarize_gradients,
+      gate_gradients=gate_gradients, aggregation_method=aggregation_method,
+      colocate_gradients_with_ops=colocate_gradients_with_ops,
+      gradient_multipliers=gradient_multipliers,
+      check_numerics=check_numerics)
+
+
+def check_train_op(train_op, on_missing: str, caller: str) -> None:
+  """Checks a train op that is already built, for ``slim.learning.train``.
+
+  The loss and the variables are traced from the op (see ``_trace``). A
+  built train op cannot be changed, so ``on_missing="add"`` is refused here.
+  """
+  from safetrain import _trace  # pylint: disable=g-import-not-at-top
+  if on_missing == "add":
+    raise _errors.InvalidArgumentError(
+        f"{caller}: on_missing='add' cannot change a train op that is already "
+        "built. Add the regularization when building it: "
+        "train_op = slim.learning.create_train_op(loss, optimizer, "
+        "on_missing='add').")
+  _args.on_missing(on_missing, caller)
+  _args.require_graph_mode(caller)
+  if not isinstance(train_op, (tf.Tensor, tf.Operation)):
+    raise _errors.InvalidArgumentTypeError(
+        f"{caller}: train_op must be the tensor create_train_op returned, got "
+        f"{type(train_op).__name__}.")
+  trace = _trace.trace_train_op(train_op)
+  if not trace.losses:
+    logging.warning("%s: could not find the loss that %s minimizes; its "
+                    "regularization was not checked.", caller, train_op.name)
+    return
+  owners = _graph.variable_key_ops(_check.all_variables(train_op.graph))
+  variables = [owners[op] for op in trace.variable_ops if op in owners]
+  for loss in trace.losses:
+    enforce(loss, variables or None, on_missing, caller)
