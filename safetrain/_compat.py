@@ -36,7 +36,7 @@ def _restore(module_name: str, attr: str, new_module_name: str, new_attr: str):
 
 
 def _alias_tf_keras_legacy_layers():
-  """TF 2.16+ loads tf.compat.v1.layers from ``tf_keras.legacy_tf_layers``.
+  """TF 2.15+ loads tf.compat.v1.layers from ``tf_keras.legacy_tf_layers``.
 
   tf_keras keeps that package at ``tf_keras.src.legacy_tf_layers`` and has no
   module at the old address, so ``slim.batch_norm`` fails with
@@ -52,7 +52,7 @@ def _alias_tf_keras_legacy_layers():
     pass
   package = _module("tf_keras.src.legacy_tf_layers")
   if not isinstance(package, types.ModuleType):
-    return  # TF 2.15 and earlier bundle Keras 2 and never look there.
+    return  # tf_keras is not installed: nothing to alias.
   sys.modules["tf_keras.legacy_tf_layers"] = package
   for sub in ("base", "convolutional", "core", "normalization", "pooling",
               "variable_scope_shim", "migration_utils"):
@@ -62,22 +62,26 @@ def _alias_tf_keras_legacy_layers():
 
 
 def apply() -> None:
-  """Restores every moved name tf_slim 1.1.0 needs. Safe to call twice."""
+  """Restores every moved name tf_slim 1.1.0 needs. Safe to call twice.
+
+  Every name restored here is missing from TF 2.15 and 2.21 alike (checked
+  by importing both), so all of them apply to every supported TensorFlow.
+  """
   global _applied
   if _applied:
     return
   _alias_tf_keras_legacy_layers()
   tf = "tensorflow.python."
-  # TF 2.14 moved Tensor to framework/tensor.py; ops.Tensor went in 2.16.
+  # Tensor moved from framework/ops.py to framework/tensor.py.
   # (slim.batch_norm(updates_collections=None), gradient_multipliers)
   _restore(tf + "framework.ops", "Tensor", tf + "framework.tensor", "Tensor")
-  # TF 2.13 moved IndexedSlices to framework/indexed_slices.py; the ops alias
-  # went in 2.16. (clip_gradient_norm, summarize_gradients)
+  # IndexedSlices moved from framework/ops.py to framework/indexed_slices.py.
+  # (clip_gradient_norm, summarize_gradients, clip_gradient_norms)
   _restore(tf + "framework.ops", "IndexedSlices",
            tf + "framework.indexed_slices", "IndexedSlices")
-  # TF 2.13 split control_flow_ops: cond, case, Assert and while_loop moved to
-  # their own modules and the old names went in 2.16. (streaming metrics,
-  # tfexample_decoder.Image and BackupHandler, metric_learning losses)
+  # control_flow_ops was split: cond, case, Assert and while_loop moved to
+  # modules of their own. (streaming metrics, tfexample_decoder.Image and
+  # BackupHandler, metric_learning losses)
   _restore(tf + "ops.control_flow_ops", "cond", tf + "ops.cond", "cond")
   _restore(tf + "ops.control_flow_ops", "case",
            tf + "ops.control_flow_case", "case")
@@ -85,12 +89,12 @@ def apply() -> None:
            tf + "ops.control_flow_assert", "Assert")
   _restore(tf + "ops.control_flow_ops", "while_loop",
            tf + "ops.while_loop", "while_loop")
-  # TF 2.13 moved stack and unstack to ops/array_ops_stack.py.
+  # stack and unstack moved from array_ops.py to array_ops_stack.py.
   # (streaming_curve_points, recall_at_precision, tfexample_decoder)
   _restore(tf + "ops.array_ops", "stack", tf + "ops.array_ops_stack", "stack")
   _restore(tf + "ops.array_ops", "unstack",
            tf + "ops.array_ops_stack", "unstack")
-  # TF 2.14 replaced variable_scope.variable by variable_v1.VariableV1, which
+  # variable_scope.variable was replaced by variable_v1.VariableV1, which
   # takes the same arguments. (slim.local_variable, slim.global_variable)
   _restore(tf + "ops.variable_scope", "variable",
            tf + "ops.variable_v1", "VariableV1")
