@@ -91,7 +91,8 @@ def _type_is_differentiable(op_type: str) -> bool:
 def op_is_differentiable(op) -> bool:
   """Whether TensorFlow can send a gradient through ``op`` at all.
 
-  Decided by op type, except for an op given another gradient through
+  Decided by op type, except for a ``tf.function`` call, which carries its
+  own gradient function, and an op given another gradient through
   ``gradient_override_map`` or ``tf.custom_gradient`` (a straight-through
   ``Round``, say), which carries the type whose gradient it uses.
   """
@@ -99,6 +100,8 @@ def op_is_differentiable(op) -> bool:
   result = _type_is_differentiable(op_type)
   if result and op_type != "IdentityN":
     return result
+  if getattr(op, "_gradient_function", None) is not None:
+    return True  # A tf.function call carries its own gradient function.
   try:
     override = op.get_attr("_gradient_op_type")
   except ValueError:

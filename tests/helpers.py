@@ -1,0 +1,67 @@
+"""Shared test helpers: graphs with slim regularizers, and message matching."""
+
+import re
+from typing import Optional, Sequence, Type
+
+import numpy as np
+import tensorflow as tf
+
+import safetrain.slim as slim
+
+NUM_CLASSES = 3
+
+
+def images_and_labels(batch: int = 8, size: int = 8, seed: int = 0):
+  rng = np.random.RandomState(seed)
+  images = tf.constant(rng.rand(batch, size, size, 1).astype(np.float32))
+  labels = tf.constant(np.arange(batch) % NUM_CLASSES)
+  return images, labels
+
+
+def small_cnn(images, weight_decay: float = 0.01, *, use_resource=None):
+  """A two-layer slim CNN whose weights carry slim L2 regularizers."""
+  with slim.arg_scope([slim.conv2d, slim.fully_connected],
+                      weights_regularizer=slim.l2_regularizer(weight_decay)):
+    with tf.compat.v1.variable_scope("", use_resource=use_resource):
+      net = slim.conv2d(images, 4, [3, 3], scope="conv1")
+      net = slim.flatten(net)
+      return slim.fully_connected(net, NUM_CLASSES, activation_fn=None,
+                                  scope="logits")
+
+
+def cross_entropy(weight_decay: float = 0.01, **kwargs):
+  """The seed's loss: sparse softmax cross entropy of a regularized CNN."""
+  images, labels = images_and_labels()
+  logits = small_cnn(images, weight_decay, **kwargs)
+  return tf.compat.v1.losses.sparse_softmax_cross_entropy(labels, logits)
+
+
+def regularization() -> Sequence[tf.Tensor]:
+  return tf.compat.v1.get_collection(
+      tf.compat.v1.GraphKeys.REGULARIZATION_LOSSES)
+
+
+def assert_error(testcase, error_type: Type[BaseException], pattern: str,
+                 function, *args, **kwargs) -> BaseException:
+  """Calls ``function``; it must raise ``error_type`` matching ``pattern``.
+
+  Every safetrain message starts with the "[safetrain] " prefix; the pattern
+  is searched in the rest, across lines.
+  """
+  with testcase.assertRaises(error_type) as context:
+    function(*args, **kwargs)
+  message = str(context.exception)
+  testcase.assertTrue(message.startswith("[safetrain] "), message)
+  testcase.assertRegex(message, re.compile(pattern, re.S))
+  return context.exception
+
+
+def session_config() -> tf.compat.v1.ConfigProto:
+  """Single-threaded, so repeated runs give bit-identical results."""
+  return tf.compat.v1.ConfigProto(intra_op_parallelism_threads=1,
+                                  inter_op_parallelism_threads=1)
+
+
+def count_ops(graph: Optional[tf.Graph] = None) -> int:
+  graph = graph or tf.compat.v1.get_default_graph()
+  return len(graph.get_operations())
