@@ -1,0 +1,1 @@
+"""Slim networks for the examples: LeNet, MobileNetV2 and a factory."""
