@@ -60,3 +60,5 @@ LEARNING_RATE = flags.DEFINE_float(
 MOMENTUM = flags.DEFINE_float(
     "momentum", 0.9, "Momentum for the momentum and rmsprop optimizers.")
 
+SEED = flags.DEFINE_integer(
+    "seed", None, "Graph-level random seed, for repeatable runs.")

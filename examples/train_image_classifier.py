@@ -81,13 +81,11 @@ _ON_MISSING_REGULARIZATION = flags.DEFINE_enum(
     "on_missing_regularization", "add", ("raise", "add", "warn"),
     "What create_train_op does when the loss leaves out regularization "
     "losses: add them, raise MissingRegularizationError, or warn.")
-_SEED = flags.DEFINE_integer(
-    "seed", None, "Graph-level random seed, for repeatable runs.")
 
 for _name in ("train_dir", "checkpoint_path", "model_name", "depth_multiplier",
               "dataset_name", "dataset_dir", "dataset_split_name",
               "num_classes", "batch_size", "train_image_size", "optimizer",
-              "learning_rate", "momentum"):
+              "learning_rate", "momentum", "seed"):
   flags.declare_key_flag(_name)
 
 
@@ -143,7 +141,7 @@ def config_from_flags() -> TrainConfig:
       checkpoint_path=common_flags.CHECKPOINT_PATH.value,
       checkpoint_exclude_scopes=tuple(_CHECKPOINT_EXCLUDE_SCOPES.value),
       on_missing_regularization=_ON_MISSING_REGULARIZATION.value,
-      seed=_SEED.value)
+      seed=common_flags.SEED.value)
 
 
 # --- Graph building: small functions, one clone's model at a time -------------
