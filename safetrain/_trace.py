@@ -24,7 +24,7 @@ from typing import Dict, List, Optional, Tuple
 
 import tensorflow as tf
 
-from safetrain import _graph
+from safetrain import _errors
 
 __all__ = ("TrainOpTrace", "find_train_ops", "trace_train_op")
 
@@ -55,8 +55,24 @@ class TrainOpTrace:
   variable_ops: Tuple[tf.Operation, ...]
 
 
-def _as_op(train_op) -> tf.Operation:
-  return train_op if isinstance(train_op, tf.Operation) else train_op.op
+def _as_op(train_op) -> Optional[tf.Operation]:
+  """The op of a train op given as an op or a tensor; None for anything else."""
+  if isinstance(train_op, tf.Operation):
+    return train_op
+  op = getattr(train_op, "op", None)
+  return op if isinstance(op, tf.Operation) else None
+
+
+def _peel_check_numerics(tensor) -> tf.Tensor:
+  """The user's loss under slim's ``check_numerics`` wrapper.
+
+  ``create_train_op(check_numerics=True)`` (the default) optimizes
+  ``CheckNumerics(total_loss)``; the check passes values and gradients
+  through, so the loss the user built is its input.
+  """
+  while tensor.op.type == "CheckNumerics" and tensor.op.inputs:
+    tensor = tensor.op.inputs[0]
+  return tensor
 
 
 def _ancestors_with_control(op) -> List[tf.Operation]:
@@ -145,6 +161,10 @@ def _float_scalar(op) -> Optional[tf.Tensor]:
 def trace_train_op(train_op) -> TrainOpTrace:
   """Finds the loss(es) and variables of ``train_op`` (a tensor or an op)."""
   op = _as_op(train_op)
+  if op is None:
+    raise _errors.InvalidArgumentTypeError(
+        "trace_train_op: train_op must be a graph tf.Operation or tf.Tensor, "
+        f"got {type(train_op).__name__}.")
   graph = op.graph
   apply_ops = [a for a in _ancestors_with_control(op)
                if _OPTIMIZER_APPLY.match(a.type)]
@@ -160,7 +180,7 @@ def trace_train_op(train_op) -> TrainOpTrace:
   losses: List[tf.Tensor] = []
   if (op.type == "Identity" and op.control_inputs and op.inputs and
       op.outputs[0].dtype.base_dtype.is_floating):
-    losses.append(op.inputs[0])  # slim's create_train_op.
+    losses.append(_peel_check_numerics(op.inputs[0]))  # create_train_op.
   else:
     for prefix in prefixes:
       loss = _loss_from_seed(graph, prefix)
@@ -174,18 +194,22 @@ def trace_train_op(train_op) -> TrainOpTrace:
 def find_train_ops(graph) -> Tuple[tf.Operation, ...]:
   """The graph's train ops: its ``train_op`` collection, else sinks of apply ops.
 
-  slim's ``create_train_op`` puts its result into the ``train_op``
-  collection. Without it, a train op is an op that runs optimizer apply ops
-  (through data or control edges) and that nothing else runs.
+  The ``train_op`` collection is filled by slim's ``create_train_op`` and also
+  by every ``Optimizer.apply_gradients`` call (with its own op, the global
+  step's ``AssignAdd`` when there is a global step). An entry that another
+  entry runs is part of that train op, not a train op of its own, so it is
+  dropped: a slim graph yields slim's train op alone. Without the collection,
+  a train op is an op that runs optimizer apply ops (through data or control
+  edges) and that nothing else runs.
   """
-  listed = graph.get_collection(tf.compat.v1.GraphKeys.TRAIN_OP)
+  listed = []
+  for item in graph.get_collection(tf.compat.v1.GraphKeys.TRAIN_OP):
+    op = _as_op(item)
+    if op is not None and op.graph is graph and op not in listed:
+      listed.append(op)
   if listed:
-    result = []
-    for item in listed:
-      op = _as_op(item)
-      if op not in result:
-        result.append(op)
-    return tuple(result)
+    run_by_others = _strict_ancestors(listed)
+    return tuple(op for op in listed if op not in run_by_others)
   ops = graph.get_operations()
   apply_ops = {op for op in ops if _OPTIMIZER_APPLY.match(op.type)}
   if not apply_ops:
@@ -193,7 +217,7 @@ def find_train_ops(graph) -> Tuple[tf.Operation, ...]:
   runs_apply = set(apply_ops)
   consumers = collections.defaultdict(set)
   for op in ops:
-    for parent in [t.op for t in op.inputs] + list(op.control_inputs):
+    for parent in _parents(op):
       consumers[parent].add(op)
   frontier = collections.deque(apply_ops)
   while frontier:
@@ -205,3 +229,22 @@ def find_train_ops(graph) -> Tuple[tf.Operation, ...]:
   sinks = [op for op in runs_apply
            if not (consumers[op] & runs_apply) and op not in apply_ops]
   return tuple(sorted(sinks, key=lambda o: o.name))
+
+
+def _parents(op) -> List[tf.Operation]:
+  return [t.op for t in op.inputs] + list(op.control_inputs)
+
+
+def _strict_ancestors(ops: List[tf.Operation]) -> set:
+  """Ops that some op of ``ops`` runs (data or control), in one walk."""
+  seen = set()
+  queue = collections.deque()
+  for op in ops:
+    queue.extend(_parents(op))
+  while queue:
+    current = queue.popleft()
+    if current in seen:
+      continue
+    seen.add(current)
+    queue.extend(p for p in _parents(current) if p not in seen)
+  return seen
