@@ -3,39 +3,99 @@
 For a loss built from terms by sums, constant scaling, negation, means and
 identities, the loss is linear in each regularization term and the
 coefficient is d(loss)/d(term). That is what "counted once" means: 1 for a
-single-device loss, 1/N on each of N replicas whose gradients are summed. The
-coefficient is propagated backwards from the loss, in topological order, over
-the differentiable ancestors a ``_graph.Walk`` already found. Through any op
-whose effect is not a known constant factor, it becomes unknown (None).
+single-device loss or for a sum of clone losses, more when a term was added
+in every clone. The coefficient is propagated backwards from the loss, in
+topological order, over the differentiable ancestors a ``_graph.Walk``
+already found. Through any op whose effect is not a known constant factor
+(a product of two tensors, a slice, a ``tf.function`` call, a loop), it
+becomes unknown (None): the report then says nothing rather than guess.
+
+Each tensor carries one coefficient for every one of its elements, so an op
+that treats elements differently (a slice, a weighted sum) is not linear in
+this sense; broadcasting multiplies by the number of copies made.
+
+Constant factors may be written any way TensorFlow builds them:
+``0.5 * x``, ``x / 2``, ``tf.compat.v1.div(x, 2.0)``, ``tf.math.scalar_mul``,
+``tf.math.multiply_no_nan``, ``x * (1.0 / tf.cast(num_clones, tf.float32))``:
+small scalar expressions of constants are folded here, without running
+anything.
 """
 
 import collections
-from typing import Dict, Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
 from safetrain import _graph
 
-__all__ = ("coefficients",)
+__all__ = ("Contribution", "coefficients", "contributions")
 
-# Ops whose output equals one input (or each input, elementwise).
-_PASS = frozenset({
-    "Identity", "CheckNumerics", "Snapshot", "Cast", "Reshape",
-    "ExpandDims", "Squeeze", "Pack", "ConcatV2", "Sum", "AddN", "Add",
-    "AddV2", "BiasAdd", "EnsureShape", "PreventGradientPassThrough",
+# Ops whose output equals one input (or each input, elementwise), element for
+# element: the coefficient passes unchanged (broadcasting aside).
+_PASS_FIRST = frozenset({
+    "Identity", "CheckNumerics", "Snapshot", "Cast", "Reshape", "ExpandDims",
+    "Squeeze", "EnsureShape", "PreventGradientPassThrough", "Sum",
 })
+_PASS_ALL = frozenset({"Pack", "AddN"})
+# Elementwise sums that broadcast their inputs.
+_BROADCASTING_SUMS = frozenset({"Add", "AddV2", "BiasAdd"})
+_DIVISIONS = frozenset({"RealDiv", "Div", "DivNoNan", "TrueDiv"})
+_PRODUCTS = frozenset({"Mul", "MulNoNan"})
+
+# Scalar constant folding: how deep an expression of constants may be.
+_FOLD_DEPTH = 8
 
 
-def _scalar_constant(tensor) -> Optional[float]:
+class Contribution(collections.namedtuple(
+    "Contribution", ("op_name", "input_indices", "coefficient"))):
+  """How one consumer op passes a term on towards the loss.
+
+  Attributes:
+    op_name: the name of the op that takes the term as an input, e.g.
+      ``'clone_1/regularization_loss'``.
+    input_indices: at which of its inputs (more than one when it adds the
+      same tensor twice).
+    coefficient: the coefficient of the term along this route, None where
+      the graph does not show it.
+  """
+
+
+def _scalar_constant(tensor, depth: int = _FOLD_DEPTH) -> Optional[float]:
+  """The value of a scalar expression of constants, or None."""
+  if depth <= 0:
+    return None
   op = tensor.op
-  while op.type in ("Identity", "Cast") and op.inputs:
-    op = op.inputs[0].op
-  if op.type != "Const":
+  op_type = op.type
+  if op_type == "Const":
+    value = np.asarray(_make_ndarray(op))
+    if value.size != 1 or value.dtype.kind not in "biuf":
+      return None
+    return float(value.reshape(()))
+  inputs = list(op.inputs)
+  if op_type in ("Identity", "Cast", "Reshape", "Squeeze", "ExpandDims",
+                 "Snapshot") and inputs:
+    return _scalar_constant(inputs[0], depth - 1)
+  if op_type in ("Neg", "Reciprocal", "Inv") and inputs:
+    value = _scalar_constant(inputs[0], depth - 1)
+    if value is None:
+      return None
+    if op_type == "Neg":
+      return -value
+    return 1.0 / value if value else None
+  if len(inputs) != 2 or op_type not in (
+      _PRODUCTS | _DIVISIONS | {"Add", "AddV2", "Sub"}):
     return None
-  value = np.asarray(_make_ndarray(op))
-  if value.size != 1:
+  left = _scalar_constant(inputs[0], depth - 1)
+  right = _scalar_constant(inputs[1], depth - 1)
+  if left is None or right is None:
     return None
-  return float(value.reshape(()))
+  if op_type in _PRODUCTS:
+    return left * right
+  if op_type in _DIVISIONS:
+    return left / right if right else None
+  if op_type == "Sub":
+    return left - right
+  return left + right
 
 
 def _make_ndarray(op):
@@ -43,40 +103,138 @@ def _make_ndarray(op):
   return tf.make_ndarray(op.get_attr("value"))
 
 
-def _local_factors(op) -> Optional[Tuple[Tuple[int, float], ...]]:
-  """(input index, factor) pairs for a linear op; None if not linear."""
+def _copies(tensor, output) -> Optional[float]:
+  """How many times broadcasting repeats each element of ``tensor``."""
+  if tensor.shape.ndims == 0 and output.shape.ndims == 0:
+    return 1.0
+  if not (tensor.shape.is_fully_defined() and
+          output.shape.is_fully_defined()):
+    return None
+  size = tensor.shape.num_elements()
+  if not size:
+    return None
+  return output.shape.num_elements() / size
+
+
+def _local_factors(op) -> Optional[Tuple[Tuple[int, Optional[float]], ...]]:
+  """(input index, factor) pairs for a linear op; None if not linear.
+
+  A factor is d(output element)/d(input element) summed over the output
+  elements each input element reaches; None where that is unknown.
+  """
   op_type = op.type
   inputs = op.inputs
-  if op_type in _PASS:
-    if op_type in ("Reshape", "ExpandDims", "Squeeze", "Cast", "Sum",
-                   "CheckNumerics", "EnsureShape"):
-      return ((0, 1.0),)
-    if op_type == "ConcatV2":
-      return tuple((i, 1.0) for i in range(len(inputs) - 1))
+  output = op.outputs[0] if op.outputs else None
+  if op_type in _PASS_FIRST:
+    return ((0, 1.0),)
+  if op_type in _PASS_ALL:
     return tuple((i, 1.0) for i in range(len(inputs)))
+  if op_type == "ConcatV2":
+    return tuple((i, 1.0) for i in range(len(inputs) - 1))
+  if op_type in _BROADCASTING_SUMS:
+    return tuple((i, _copies(t, output)) for i, t in enumerate(inputs))
   if op_type == "Neg":
     return ((0, -1.0),)
   if op_type == "Sub":
-    return ((0, 1.0), (1, -1.0))
-  if op_type == "Mul":
+    return ((0, _copies(inputs[0], output)),
+            (1, _negate(_copies(inputs[1], output))))
+  if op_type in _PRODUCTS:
     for const_index, other in ((0, 1), (1, 0)):
       k = _scalar_constant(inputs[const_index])
       if k is not None:
-        return ((other, k),)
+        copies = _copies(inputs[other], output)
+        return ((other, None if copies is None else k * copies),)
     return None
-  if op_type in ("RealDiv", "Div", "DivNoNan"):
+  if op_type in _DIVISIONS:
     k = _scalar_constant(inputs[1])
     if k:
-      return ((0, 1.0 / k),)
+      copies = _copies(inputs[0], output)
+      return ((0, None if copies is None else copies / k),)
     return None
+  if op_type in ("BroadcastTo", "Tile"):
+    return ((0, _copies(inputs[0], output)),)
   if op_type == "Mean":
     shape = inputs[0].shape
     if shape.ndims == 0:
       return ((0, 1.0),)
-    if shape.is_fully_defined() and op.outputs[0].shape.ndims == 0:
-      return ((0, 1.0 / max(1, shape.num_elements())),)
+    if shape.is_fully_defined() and output.shape.is_fully_defined():
+      reduced = shape.num_elements() / max(1, output.shape.num_elements())
+      return ((0, 1.0 / max(1.0, reduced)),)
     return None
   return None
+
+
+def _negate(value: Optional[float]) -> Optional[float]:
+  return None if value is None else -value
+
+
+_UNKNOWN = object()
+
+
+def _add(previous, contribution):
+  if previous is _UNKNOWN or contribution is _UNKNOWN:
+    return _UNKNOWN
+  return previous + contribution
+
+
+def _propagate(loss, walk: "_graph.Walk", watched: frozenset):
+  """Coefficients of every tensor the walk reached.
+
+  Returns (coefficient by tensor key, ops done, routes) where routes maps
+  each key in ``watched`` to {consumer op: ([input indices], coefficient)}.
+  """
+  ops = walk.ops
+  pending = collections.Counter()
+  for op in ops:
+    for tensor in op.inputs:
+      if tensor.op in ops:
+        pending[tensor.op] += 1
+  coefficient: Dict = {_graph.key(loss): 1.0}
+  routes: Dict = collections.defaultdict(dict)
+  queue = collections.deque([loss.op])
+  done = set()
+  while queue:
+    op = queue.popleft()
+    done.add(op)
+    factors = _local_factors(op)
+    factor_of = dict(factors or ())
+    passes = _graph.op_is_differentiable(op)
+    outputs = [coefficient.get((op, i), 0.0) for i in range(len(op.outputs))]
+    if any(c is _UNKNOWN for c in outputs):
+      out = _UNKNOWN
+    elif len(outputs) == 1:
+      out = outputs[0]
+    elif op.type == "IdentityN":
+      out = None  # Handled per output below.
+    else:
+      out = _UNKNOWN if any(outputs) else 0.0
+    for i, tensor in enumerate(op.inputs):
+      if tensor.op not in ops:
+        continue
+      if not passes or not _graph.carries_gradient(tensor.dtype):
+        contribution = 0.0
+      elif op.type == "IdentityN" and out is None:
+        contribution = outputs[i]
+      elif out is _UNKNOWN:
+        contribution = _UNKNOWN
+      elif out == 0.0:
+        contribution = 0.0
+      elif factors is None:
+        contribution = _UNKNOWN
+      else:
+        factor = factor_of.get(i, 0.0)
+        contribution = _UNKNOWN if factor is None else out * factor
+      input_key = _graph.key(tensor)
+      coefficient[input_key] = _add(coefficient.get(input_key, 0.0),
+                                    contribution)
+      if input_key in watched and contribution != 0.0:
+        indices, total = routes[input_key].get(op, ([], 0.0))
+        indices.append(i)
+        routes[input_key][op] = (indices, _add(total, contribution))
+      pending[tensor.op] -= 1
+      if pending[tensor.op] == 0 and tensor.op not in done:
+        queue.append(tensor.op)
+  return coefficient, done, routes
 
 
 def coefficients(loss, wanted: Dict[int, Tuple], walk: "_graph.Walk"
@@ -92,62 +250,43 @@ def coefficients(loss, wanted: Dict[int, Tuple], walk: "_graph.Walk"
   Returns:
     The coefficient for each id, None where the graph does not show it.
   """
-  ops = walk.ops
-  pending = collections.Counter()
-  for op in ops:
-    for tensor in op.inputs:
-      if tensor.op in ops:
-        pending[tensor.op] += 1
-  coefficient: Dict = {_graph.key(loss): 1.0}
-  unknown = object()
-  queue = collections.deque([loss.op])
-  done = set()
-  while queue:
-    op = queue.popleft()
-    done.add(op)
-    factors = _local_factors(op)
-    passes = _graph.op_is_differentiable(op)
-    outputs = [coefficient.get((op, i), 0.0) for i in range(len(op.outputs))]
-    if any(c is unknown for c in outputs):
-      out = unknown
-    elif len(outputs) == 1:
-      out = outputs[0]
-    elif op.type == "IdentityN":
-      out = None  # Handled per output below.
-    else:
-      out = unknown if any(outputs) else 0.0
-    for i, tensor in enumerate(op.inputs):
-      if tensor.op not in ops:
-        continue
-      if not passes or not _graph.carries_gradient(tensor.dtype):
-        contribution = 0.0
-      elif op.type == "IdentityN" and out is None:
-        contribution = outputs[i]
-      elif out is unknown or (factors is None and out != 0.0):
-        contribution = unknown
-      else:
-        factor = dict(factors or ()).get(i, 0.0)
-        contribution = out * factor if out else 0.0
-      input_key = _graph.key(tensor)
-      previous = coefficient.get(input_key, 0.0)
-      if previous is unknown or contribution is unknown:
-        coefficient[input_key] = unknown
-      else:
-        coefficient[input_key] = previous + contribution
-      pending[tensor.op] -= 1
-      if pending[tensor.op] == 0 and tensor.op not in done:
-        queue.append(tensor.op)
+  coefficient, done, _ = _propagate(loss, walk, frozenset())
   result = {}
   for ident, keys in wanted.items():
     total = 0.0
     for tensor_key in keys:
       if tensor_key[0] not in done:  # A cycle (a v1 while loop) left it out.
-        total = unknown
+        total = _UNKNOWN
         break
-      value = coefficient.get(tensor_key, 0.0)
-      if value is unknown:
-        total = unknown
+      total = _add(total, coefficient.get(tensor_key, 0.0))
+      if total is _UNKNOWN:
         break
-      total += value
-    result[ident] = None if total is unknown else total
+    result[ident] = None if total is _UNKNOWN else total
+  return result
+
+
+def contributions(loss, wanted: Dict[int, Tuple], walk: "_graph.Walk"
+                  ) -> Dict[int, List[Contribution]]:
+  """For each id, the consumer ops through which its tensors reach ``loss``.
+
+  This says *which path* counted a term: the summands of its coefficient,
+  one per op that takes it as an input, in graph order of the op names.
+
+  Args:
+    loss, wanted, walk: as for ``coefficients``.
+
+  Returns:
+    A list of ``Contribution`` for each id (empty if it is not reached).
+  """
+  watched = frozenset(k for keys in wanted.values() for k in keys)
+  _, _, routes = _propagate(loss, walk, watched)
+  result = {}
+  for ident, keys in wanted.items():
+    found = []
+    for tensor_key in keys:
+      for op, (indices, total) in routes.get(tensor_key, {}).items():
+        found.append(Contribution(
+            op_name=op.name, input_indices=tuple(indices),
+            coefficient=None if total is _UNKNOWN else total))
+    result[ident] = sorted(found, key=lambda c: c.op_name)
   return result
