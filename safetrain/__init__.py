@@ -14,6 +14,12 @@ _compat.apply()
 
 # pylint: disable=g-import-not-at-top,g-bad-import-order
 from safetrain._check import check_regularization
+from safetrain._deploy import Clone
+from safetrain._deploy import assert_counted_once
+from safetrain._deploy import clone_loss
+from safetrain._deploy import create_clones
+from safetrain._deploy import replica_total_loss
+from safetrain._deploy import sum_clone_losses
 from safetrain._errors import DoubleCountedRegularizationError
 from safetrain._errors import EagerModeError
 from safetrain._errors import Error
@@ -33,6 +39,7 @@ from safetrain._train import total_loss_from
 __version__ = "0.1.0"
 
 __all__ = (
+    "Clone",
     "DoubleCountedRegularizationError",
     "EagerModeError",
     "Error",
@@ -44,9 +51,14 @@ __all__ = (
     "RegularizationTerm",
     "Status",
     "TrainOpTrace",
+    "assert_counted_once",
     "check_regularization",
+    "clone_loss",
+    "create_clones",
     "create_train_op_safe",
     "find_train_ops",
+    "replica_total_loss",
+    "sum_clone_losses",
     "total_loss_from",
     "trace_train_op",
 )
