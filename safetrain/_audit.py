@@ -1,0 +1,443 @@
+"""Auditing a saved MetaGraph: did the train ops it holds apply weight decay?
+
+``audit_meta_graph(path)`` loads a ``.meta`` file (or the newest one in a
+training directory), finds its train ops, traces each back to the loss it
+minimizes and the variables it updates (``_trace``), and runs the library's
+own check on that loss (``_check.analyze``), so the audit and
+``create_train_op_safe`` never disagree.
+
+The file is untrusted input. It is parsed as a protobuf and imported into a
+fresh ``tf.Graph`` without a session: nothing runs, no variable is restored,
+no ``py_func`` body is called and no code from the file is executed. Every way
+the input can be unusable ends in ``AuditInputError`` with a one-line message.
+"""
+
+import dataclasses
+import os
+import re
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import tensorflow as tf
+from google.protobuf import message as _pb_message
+from google.protobuf import text_format
+from tensorflow.core.protobuf import meta_graph_pb2
+# The registry of the ops this TensorFlow build knows, to name unknown ops
+# before the import fails on them with a long C++ message.
+from tensorflow.python.framework import op_def_registry
+
+from safetrain import _check
+from safetrain import _errors
+from safetrain import _graph
+from safetrain import _report
+from safetrain import _trace
+
+__all__ = (
+    "AuditInputError",
+    "AuditResult",
+    "EXIT_BAD_INPUT",
+    "EXIT_OK",
+    "EXIT_PROBLEM",
+    "NoTrainOpError",
+    "TrainOpAudit",
+    "audit_meta_graph",
+    "find_meta_file",
+    "load_meta_graph",
+)
+
+EXIT_OK = 0
+EXIT_PROBLEM = 1
+EXIT_BAD_INPUT = 2
+
+# How many names a one-line message lists before "...".
+_LIST_LIMIT = 5
+_STEP = re.compile(r"-(\d+)\.meta$")
+
+_AUDIT_FIX = (
+    "Fix: optimize safetrain.total_loss_from(loss) (or "
+    "tf.compat.v1.losses.get_total_loss()), or run the unchanged script as "
+    "`safetrain run --on_missing=add -- python train.py ...`.")
+
+
+class AuditInputError(_errors.Error, ValueError):
+  """The audited path is missing or holds no usable MetaGraph.
+
+  Attributes:
+    path: the path as given.
+  """
+
+  def __init__(self, message: str, path: str):
+    super().__init__(message)
+    self.path = path
+
+
+class NoTrainOpError(AuditInputError):
+  """The MetaGraph holds no train op.
+
+  Attributes:
+    found: what the graph holds instead (op, variable and loss counts).
+  """
+
+  def __init__(self, message: str, path: str, found: Dict[str, Any]):
+    super().__init__(message, path)
+    self.found = found
+
+
+def _listing(names: Sequence[str]) -> str:
+  names = list(names)
+  shown = ", ".join(names[:_LIST_LIMIT])
+  if len(names) > _LIST_LIMIT:
+    shown += f", ... ({len(names)} in all)"
+  return shown
+
+
+def find_meta_file(path: str) -> str:
+  """``path`` itself, or the newest ``.meta`` file in directory ``path``."""
+  if not isinstance(path, (str, os.PathLike)) or not str(path):
+    raise AuditInputError(f"audit: PATH must be a file or directory name, "
+                          f"got {path!r}.", str(path))
+  path = os.fspath(path)
+  if not os.path.exists(path):
+    raise AuditInputError(f"audit: {path}: no such file or directory.", path)
+  if not os.path.isdir(path):
+    return path
+  try:
+    entries = sorted(os.listdir(path))
+  except OSError as e:
+    raise AuditInputError(f"audit: cannot list directory {path}: "
+                          f"{e.strerror}.", path) from None
+  if not entries:
+    raise AuditInputError(
+        f"audit: directory {path} is empty; pass a training directory with "
+        "model.ckpt-N.meta files or a .meta file.", path)
+  metas = [e for e in entries if e.endswith(".meta") and
+           os.path.isfile(os.path.join(path, e))]
+  if not metas:
+    raise AuditInputError(
+        f"audit: directory {path} has no .meta file (it holds "
+        f"{_listing(entries)}); slim writes model.ckpt-N.meta beside each "
+        "checkpoint.", path)
+
+  def newest(name):
+    full = os.path.join(path, name)
+    step = _STEP.search(name)
+    return (os.path.getmtime(full), int(step.group(1)) if step else -1, name)
+
+  return os.path.join(path, max(metas, key=newest))
+
+
+def _parse(data: bytes, path: str) -> meta_graph_pb2.MetaGraphDef:
+  """A MetaGraphDef from binary or text protobuf bytes, or AuditInputError."""
+  meta_graph_def = meta_graph_pb2.MetaGraphDef()
+  try:
+    meta_graph_def.ParseFromString(data)
+  except (_pb_message.DecodeError, RuntimeError, ValueError) as binary_error:
+    reason = f"not a binary MetaGraphDef ({_first_line(binary_error)})"
+    try:
+      text = data.decode("utf-8")
+    except UnicodeDecodeError:
+      text = None
+    if text is None:
+      raise AuditInputError(f"audit: {path} is not a MetaGraph file: "
+                            f"{reason}.", path) from None
+    meta_graph_def = meta_graph_pb2.MetaGraphDef()
+    try:
+      text_format.Parse(text, meta_graph_def)
+    except (text_format.ParseError, _pb_message.DecodeError, RuntimeError,
+            ValueError):
+      raise AuditInputError(
+          f"audit: {path} is not a MetaGraph file: {reason}, nor a text "
+          "MetaGraphDef.", path) from None
+  if not meta_graph_def.graph_def.node:
+    raise AuditInputError(
+        f"audit: {path} is not a MetaGraph file: it parses, but holds no "
+        "graph (no nodes). Pass the model.ckpt-N.meta file slim writes.",
+        path)
+  return meta_graph_def
+
+
+def _first_line(error: BaseException) -> str:
+  text = str(error).strip().splitlines()
+  line = text[0] if text else type(error).__name__
+  return line if len(line) <= 200 else line[:197] + "..."
+
+
+def _unknown_ops(meta_graph_def) -> List[str]:
+  graph_def = meta_graph_def.graph_def
+  functions = {f.signature.name for f in graph_def.library.function}
+  op_types = {node.op for node in graph_def.node}
+  for function in graph_def.library.function:
+    op_types.update(node.op for node in function.node_def)
+  return sorted(t for t in op_types
+                if t not in functions and op_def_registry.get(t) is None)
+
+
+def load_meta_graph(path: str) -> Tuple[tf.Graph, meta_graph_pb2.MetaGraphDef,
+                                        str]:
+  """Imports the MetaGraph at ``path`` into a new graph, running nothing.
+
+  Args:
+    path: a ``.meta`` file, or a directory (its newest ``.meta`` is taken).
+
+  Returns:
+    (graph, meta_graph_def, meta_path).
+
+  Raises:
+    AuditInputError: the path is missing, holds no ``.meta``, or the file is
+      not a MetaGraph this TensorFlow can import.
+  """
+  meta_path = find_meta_file(path)
+  try:
+    with open(meta_path, "rb") as f:
+      data = f.read()
+  except OSError as e:
+    raise AuditInputError(f"audit: cannot read {meta_path}: {e.strerror}.",
+                          meta_path) from None
+  if not data:
+    raise AuditInputError(f"audit: {meta_path} is empty, not a MetaGraph.",
+                          meta_path)
+  meta_graph_def = _parse(data, meta_path)
+  unknown = _unknown_ops(meta_graph_def)
+  if unknown:
+    written_by = meta_graph_def.meta_info_def.tensorflow_version or "unknown"
+    raise AuditInputError(
+        f"audit: {meta_path} uses {len(unknown)} op type(s) this TensorFlow "
+        f"({tf.__version__}) does not know: {_listing(unknown)} (the file was "
+        f"written by TensorFlow {written_by}); audit it with a TensorFlow "
+        "that has these ops.", meta_path)
+  graph = tf.Graph()
+  try:
+    with graph.as_default():
+      # Builds Operation objects from the protobuf; runs nothing, restores
+      # nothing. Devices are cleared so a GPU graph imports on any machine.
+      tf.compat.v1.train.import_meta_graph(meta_graph_def, clear_devices=True)
+  except Exception as e:  # pylint: disable=broad-except
+    # Untrusted input: TensorFlow signals a malformed graph with many types
+    # (ValueError, KeyError, TypeError, tf.errors.*); each is bad input here.
+    raise AuditInputError(
+        f"audit: cannot import the graph in {meta_path}: "
+        f"{type(e).__name__}: {_first_line(e)}", meta_path) from None
+  _check_collections(graph, meta_path)
+  return graph, meta_graph_def, meta_path
+
+
+def _check_collections(graph, meta_path: str) -> None:
+  """Collections the analysis reads must hold what TensorFlow puts there."""
+  key = tf.compat.v1.GraphKeys.REGULARIZATION_LOSSES
+  for item in graph.get_collection(key):
+    if not isinstance(item, tf.Tensor):
+      name = getattr(item, "name", repr(item)[:60])
+      raise AuditInputError(
+          f"audit: {meta_path}: the {key} collection holds {name!r}, a "
+          f"{type(item).__name__}, where only tensors belong; the file is "
+          "corrupt or was edited.", meta_path)
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainOpAudit:
+  """The check of one train op.
+
+  Attributes:
+    name: the train op's name.
+    op_type: its op type.
+    variables: names of the variables its optimizer updates.
+    reports: one ``RegularizationReport`` per loss it minimizes.
+    problem: why it could not be checked (no loss or no variable found), or
+      None.
+  """
+
+  name: str
+  op_type: str
+  variables: Tuple[str, ...]
+  reports: Tuple[_report.RegularizationReport, ...]
+  problem: Optional[str] = None
+
+  @property
+  def missing(self) -> Tuple[_report.RegularizationTerm, ...]:
+    return tuple(t for r in self.reports for t in r.missing)
+
+  def to_dict(self) -> Dict[str, Any]:
+    return {
+        "name": self.name,
+        "type": self.op_type,
+        "variables": list(self.variables),
+        "checked": self.problem is None,
+        "problem": self.problem,
+        "losses": [r.to_dict() for r in self.reports],
+    }
+
+
+@dataclasses.dataclass(frozen=True)
+class AuditResult:
+  """What the audit of one MetaGraph found.
+
+  Attributes:
+    path: the ``.meta`` file audited.
+    tensorflow_version: the TensorFlow version that wrote it, if recorded.
+    train_ops: one ``TrainOpAudit`` per train op.
+  """
+
+  path: str
+  tensorflow_version: str
+  train_ops: Tuple[TrainOpAudit, ...]
+
+  @property
+  def missing(self) -> Tuple[_report.RegularizationTerm, ...]:
+    return tuple(t for a in self.train_ops for t in a.missing)
+
+  @property
+  def unchecked(self) -> Tuple[TrainOpAudit, ...]:
+    return tuple(a for a in self.train_ops if a.problem is not None)
+
+  @property
+  def ok(self) -> bool:
+    return not self.missing and not self.unchecked
+
+  @property
+  def exit_code(self) -> int:
+    """0 nothing required left out, 1 something is, 2 could not check."""
+    if self.missing:
+      return EXIT_PROBLEM
+    if self.unchecked:
+      return EXIT_BAD_INPUT
+    return EXIT_OK
+
+  def to_dict(self) -> Dict[str, Any]:
+    return {
+        "path": self.path,
+        "tensorflow_version": self.tensorflow_version,
+        "ok": self.ok,
+        "exit_code": self.exit_code,
+        "missing": sorted({t.name for t in self.missing}),
+        "train_ops": [a.to_dict() for a in self.train_ops],
+    }
+
+  def to_text(self) -> str:
+    """A table per train op and loss, then a one-line verdict."""
+    lines = [f"audit of {self.path} (written by TensorFlow "
+             f"{self.tensorflow_version or 'unknown'})"]
+    for audit in self.train_ops:
+      lines.append(f"train op '{audit.name}' ({audit.op_type}): updates "
+                   f"{len(audit.variables)} variables")
+      if audit.problem is not None:
+        lines.append(f"  NOT CHECKED: {audit.problem}")
+      for report in audit.reports:
+        lines.extend("  " + line for line in report.to_text().splitlines())
+    missing = sorted({t.name for t in self.missing})
+    if missing:
+      lines.append(
+          f"PROBLEM: {len(missing)} regularization losses are left out of "
+          "the loss a train op minimizes, so weight decay has no effect on "
+          "the variables they regularize.")
+      lines.append(_AUDIT_FIX)
+    elif self.unchecked:
+      lines.append("UNKNOWN: could not check "
+                   f"{len(self.unchecked)} train op(s); see above.")
+    else:
+      lines.append("OK: every train op's loss includes the regularization of "
+                   "the variables it updates.")
+    return "\n".join(lines)
+
+
+class _OpVariable:
+  """Stands for a variable the optimizer updates but no collection lists."""
+
+  def __init__(self, op):
+    self.op = op
+    self.name = op.name + ":0"
+
+
+def _audit_train_op(op, graph) -> TrainOpAudit:
+  trace = _trace.trace_train_op(op)
+  owners = {o.name: v for o, v in _graph.variable_key_ops(
+      _check.all_variables(graph)).items()}
+  variables = [owners[o.name] if o.name in owners else _OpVariable(o)
+               for o in trace.variable_ops]
+  problem = None
+  if not trace.variable_ops:
+    problem = "it runs no optimizer apply op, so it updates no variable."
+  elif not trace.losses:
+    problem = ("could not find the loss it minimizes (no create_train_op "
+               "result and no gradients seed among its inputs).")
+  reports = () if problem else tuple(
+      _analyze_imported(loss, variables) for loss in trace.losses)
+  return TrainOpAudit(name=op.name, op_type=op.type, variables=trace.variables,
+                      reports=reports, problem=problem)
+
+
+class _SavedRegularization:
+  """A regularization tensor of an imported graph, checked as a lazy tensor.
+
+  ``get_variable(regularizer=...)`` and partitioned variables put lazy
+  tensors into the collection, which build a fresh copy of the regularizer
+  each time they are used. A saved graph keeps one copy in the collection and
+  the loss uses another, and after import nothing says which entries were
+  lazy. Presented as a lazy tensor whose master is the saved copy, the check
+  accepts any copy that computes the same value the same way (see
+  ``_graph.lazy_copies``), and the saved copy itself.
+  """
+
+  def __init__(self, tensor):
+    self._master_tensor = tensor
+    self._thunk = None  # Never called: nothing is built in the graph.
+    self.graph = tensor.graph
+    self.name = tensor.name
+    self.op = tensor.op
+    self.value_index = tensor.value_index
+    self.dtype = tensor.dtype
+
+
+def _analyze_imported(loss, variables) -> _report.RegularizationReport:
+  """``_check.analyze`` for a loss of an imported graph (see above)."""
+  saved = [_SavedRegularization(t)
+           for t in _check.regularization_losses(loss.graph)]
+  report = _check.analyze(loss, variables, regularization=saved)
+  terms = tuple(
+      dataclasses.replace(t, tensor=s._master_tensor)  # pylint: disable=protected-access
+      for t, s in zip(report.terms, saved))
+  return dataclasses.replace(report, terms=terms)
+
+
+def _found(graph) -> Dict[str, Any]:
+  keys = tf.compat.v1.GraphKeys
+  return {
+      "ops": len(graph.get_operations()),
+      "variables": len(graph.get_collection(keys.GLOBAL_VARIABLES)),
+      "trainable_variables": len(graph.get_collection(
+          keys.TRAINABLE_VARIABLES)),
+      "regularization_losses": len(_check.regularization_losses(graph)),
+      "losses": [getattr(t, "name", str(t)) for t in
+                 graph.get_collection(keys.LOSSES)],
+      "collections": sorted(graph.get_all_collection_keys()),
+  }
+
+
+def audit_meta_graph(path: str) -> AuditResult:
+  """Audits the train ops of a saved MetaGraph for left-out regularization.
+
+  Args:
+    path: a ``.meta`` file (``model.ckpt-N.meta``, written by slim beside
+      each checkpoint) or a training directory (its newest ``.meta``).
+
+  Returns:
+    An ``AuditResult``: per train op, a ``RegularizationReport`` per loss.
+
+  Raises:
+    AuditInputError: unusable input (see ``load_meta_graph``).
+    NoTrainOpError: the graph holds no train op.
+  """
+  graph, meta_graph_def, meta_path = load_meta_graph(path)
+  train_ops = _trace.find_train_ops(graph)
+  if not train_ops:
+    found = _found(graph)
+    raise NoTrainOpError(
+        f"audit: {meta_path} has no train op: no train_op collection and no "
+        f"optimizer apply op. It holds {found['ops']} ops, "
+        f"{found['variables']} variables ({found['trainable_variables']} "
+        f"trainable), {found['regularization_losses']} regularization losses,"
+        f" losses [{_listing(found['losses'])}], collections "
+        f"[{_listing(found['collections'])}]. Is it an inference graph?",
+        meta_path, found)
+  return AuditResult(
+      path=meta_path,
+      tensorflow_version=meta_graph_def.meta_info_def.tensorflow_version,
+      train_ops=tuple(_audit_train_op(op, graph) for op in train_ops))

@@ -1,0 +1,297 @@
+"""Tests for safetrain._audit: auditing saved MetaGraphs, good and bad."""
+
+import os
+import re
+import shutil
+import tempfile
+
+from absl.testing import absltest
+from absl.testing import parameterized
+import tensorflow as tf
+import tf_slim as slim
+
+import audit_testdata
+import safetrain
+from safetrain import _audit
+
+Status = safetrain.Status
+
+_SEED_REGULARIZERS = {
+    "conv1/kernel/Regularizer/l2_regularizer:0": ("conv1/weights",),
+    "logits/kernel/Regularizer/l2_regularizer:0": ("logits/weights",),
+}
+
+
+def _export(directory, name, build):
+  """Builds a graph with ``build()`` and writes it as ``name``.meta."""
+  path = os.path.join(directory, name + ".meta")
+  with tf.Graph().as_default():
+    build()
+    tf.compat.v1.train.export_meta_graph(filename=path)
+  return path
+
+
+def _model(trainable_head_only=False, stop_gradient=False):
+  x = tf.compat.v1.placeholder(tf.float32, [None, 4], name="x")
+  with slim.arg_scope([slim.fully_connected],
+                      weights_regularizer=slim.l2_regularizer(0.1)):
+    hidden = slim.fully_connected(x, 3, scope="body")
+    y = slim.fully_connected(hidden, 2, activation_fn=None, scope="head")
+  loss = tf.reduce_mean(tf.square(y), name="task_loss")
+  regularization = tf.compat.v1.losses.get_regularization_losses()
+  if stop_gradient:
+    loss = tf.add(loss, tf.stop_gradient(tf.add_n(regularization)),
+                  name="loss_with_frozen_decay")
+  elif not trainable_head_only:
+    loss = tf.add(loss, tf.add_n(regularization), name="total")
+  return loss
+
+
+def _one_line(test, error):
+  message = str(error)
+  test.assertNotIn("\n", message)
+  test.assertRegex(message, r"^\[safetrain\] audit: ")
+  return message
+
+
+class SeedScriptTest(absltest.TestCase):
+  """The seed story's script, trained for real by slim, then audited."""
+
+  def test_buggy_run_is_a_problem_listing_what_is_left_out(self):
+    result = _audit.audit_meta_graph(audit_testdata.seed_runs()["buggy"])
+    self.assertEqual(result.exit_code, _audit.EXIT_PROBLEM)
+    self.assertFalse(result.ok)
+    self.assertEqual(os.path.basename(result.path), "model.ckpt-2.meta")
+    self.assertEqual(result.tensorflow_version, tf.__version__)
+    (train_op,) = result.train_ops
+    self.assertEqual(train_op.name, "train_op/control_dependency")
+    (report,) = train_op.reports
+    self.assertEqual(report.loss_name, "Mean:0")
+    self.assertEqual({t.name: t.variables for t in report.missing},
+                     _SEED_REGULARIZERS)
+    self.assertTrue(all(t.status is Status.MISSING for t in report.terms))
+    text = result.to_text()
+    for name in _SEED_REGULARIZERS:
+      self.assertRegex(text, rf"missing +{re.escape(name)} .*<- LEFT OUT")
+    self.assertIn("PROBLEM: 2 regularization losses are left out", text)
+    data = result.to_dict()
+    self.assertEqual(data["exit_code"], 1)
+    self.assertEqual(data["missing"], sorted(_SEED_REGULARIZERS))
+    self.assertEqual(data["train_ops"][0]["losses"][0]["counts"]["missing"], 2)
+
+  def test_fixed_run_is_ok(self):
+    result = _audit.audit_meta_graph(audit_testdata.seed_runs()["fixed"])
+    self.assertEqual(result.exit_code, _audit.EXIT_OK)
+    (train_op,) = result.train_ops
+    (report,) = train_op.reports
+    self.assertEqual(report.loss_name, "total_loss:0")
+    self.assertEqual({t.name: t.status for t in report.terms},
+                     {n: Status.INCLUDED for n in _SEED_REGULARIZERS})
+    self.assertIn("OK: every train op's loss includes", result.to_text())
+    self.assertEqual(result.to_dict()["missing"], [])
+
+  def test_directory_means_its_newest_meta(self):
+    directory = tempfile.mkdtemp()
+    self.addCleanup(shutil.rmtree, directory)
+    buggy = audit_testdata.newest_meta(audit_testdata.seed_runs()["buggy"])
+    fixed = audit_testdata.newest_meta(audit_testdata.seed_runs()["fixed"])
+    shutil.copy(buggy, os.path.join(directory, "model.ckpt-100.meta"))
+    shutil.copy(fixed, os.path.join(directory, "model.ckpt-200.meta"))
+    os.utime(os.path.join(directory, "model.ckpt-100.meta"), (1e9, 1e9))
+    os.utime(os.path.join(directory, "model.ckpt-200.meta"), (2e9, 2e9))
+    self.assertEqual(_audit.audit_meta_graph(directory).exit_code, 0)
+    os.utime(os.path.join(directory, "model.ckpt-100.meta"), (3e9, 3e9))
+    result = _audit.audit_meta_graph(directory)
+    self.assertEqual(os.path.basename(result.path), "model.ckpt-100.meta")
+    self.assertEqual(result.exit_code, 1)
+
+
+class StatusesTest(parameterized.TestCase):
+  """Each status a term can have, in an exported graph."""
+
+  def setUp(self):
+    super().setUp()
+    self.directory = tempfile.mkdtemp()
+    self.addCleanup(shutil.rmtree, self.directory)
+
+  def test_frozen_body_is_reported_not_required(self):
+    def build():
+      loss = _model(trainable_head_only=True)
+      head = tf.compat.v1.trainable_variables("head")
+      slim.learning.create_train_op(
+          loss, tf.compat.v1.train.GradientDescentOptimizer(0.1),
+          variables_to_train=head)
+    result = _audit.audit_meta_graph(_export(self.directory, "m", build))
+    (report,) = result.train_ops[0].reports
+    statuses = {t.variables: t.status for t in report.terms}
+    self.assertEqual(statuses, {("body/weights",): Status.FROZEN,
+                                ("head/weights",): Status.MISSING})
+    self.assertEqual(result.train_ops[0].variables,
+                     ("head/biases", "head/weights"))
+    self.assertEqual(result.exit_code, 1)
+
+  def test_stop_gradient_is_blocked(self):
+    def build():
+      loss = _model(stop_gradient=True)
+      tf.compat.v1.train.AdamOptimizer(0.1).minimize(loss)
+    result = _audit.audit_meta_graph(_export(self.directory, "m", build))
+    (report,) = result.train_ops[0].reports
+    self.assertEqual(report.loss_name, "loss_with_frozen_decay:0")
+    self.assertEqual({t.status for t in report.terms}, {Status.BLOCKED})
+    self.assertEqual(result.exit_code, 1)
+
+  @parameterized.named_parameters(("binary", False), ("text", True))
+  def test_train_op_found_from_apply_ops_without_collection(self, as_text):
+    def build():
+      loss = _model()
+      tf.compat.v1.train.MomentumOptimizer(0.1, 0.9).minimize(
+          loss, global_step=tf.compat.v1.train.get_or_create_global_step())
+      tf.compat.v1.get_default_graph().clear_collection(
+          tf.compat.v1.GraphKeys.TRAIN_OP)
+    path = os.path.join(self.directory, "m.meta")
+    with tf.Graph().as_default():
+      build()
+      tf.compat.v1.train.export_meta_graph(filename=path, as_text=as_text)
+    result = _audit.audit_meta_graph(path)
+    self.assertEqual([a.name for a in result.train_ops], ["Momentum"])
+    (report,) = result.train_ops[0].reports
+    self.assertEqual(report.loss_name, "total:0")
+    self.assertEqual(result.exit_code, 0)
+
+  @parameterized.named_parameters(
+      ("plain_included", None, True), ("plain_left_out", None, False),
+      ("partitioned_included", 2, True), ("partitioned_left_out", 2, False))
+  def test_lazy_regularizer_copies(self, shards, include):
+    # get_variable(regularizer=) and partitioned variables collect lazy
+    # tensors: the saved collection names one copy, the loss uses another.
+    def build():
+      partitioner = (tf.compat.v1.fixed_size_partitioner(shards)
+                     if shards else None)
+      w = tf.compat.v1.get_variable(
+          "w", [4, 2], regularizer=slim.l2_regularizer(0.5),
+          partitioner=partitioner)
+      x = tf.compat.v1.placeholder(tf.float32, [None, 4], name="x")
+      loss = tf.reduce_mean(tf.matmul(x, tf.convert_to_tensor(w)))
+      if include:
+        loss = tf.compat.v1.losses.get_total_loss(
+            add_regularization_losses=True) + loss
+      tf.compat.v1.train.GradientDescentOptimizer(0.1).minimize(loss)
+    result = _audit.audit_meta_graph(_export(self.directory, "m", build))
+    (report,) = result.train_ops[0].reports
+    self.assertLen(report.terms, shards or 1)
+    expected = Status.INCLUDED if include else Status.MISSING
+    self.assertEqual({t.status for t in report.terms}, {expected})
+    self.assertEqual(result.exit_code, 0 if include else 1)
+
+  def test_never_runs_the_graph_or_py_func_bodies(self):
+    calls = []
+
+    def body(value):
+      calls.append(value)
+      return value
+
+    def build():
+      x = tf.compat.v1.placeholder(tf.float32, [], name="x")
+      w = tf.compat.v1.get_variable("w", [], regularizer=slim.l2_regularizer(1.))
+      side = tf.compat.v1.py_func(body, [x * w], tf.float32)
+      side.set_shape([])
+      loss = tf.identity(side + tf.add_n(
+          tf.compat.v1.losses.get_regularization_losses()), name="loss")
+      tf.compat.v1.train.GradientDescentOptimizer(0.1).minimize(loss)
+    path = _export(self.directory, "m", build)
+    result = _audit.audit_meta_graph(path)
+    self.assertEqual(calls, [])
+    self.assertEqual(result.exit_code, 0)
+
+
+class BadInputTest(absltest.TestCase):
+  """Every bad input is an AuditInputError with a one-line message."""
+
+  def setUp(self):
+    super().setUp()
+    self.directory = tempfile.mkdtemp()
+    self.addCleanup(shutil.rmtree, self.directory)
+    self.seed_meta = audit_testdata.newest_meta(
+        audit_testdata.seed_runs()["buggy"])
+
+  def _write(self, name, data):
+    path = os.path.join(self.directory, name)
+    with open(path, "wb") as f:
+      f.write(data)
+    return path
+
+  def assert_bad(self, path, pattern):
+    with self.assertRaises(_audit.AuditInputError) as caught:
+      _audit.audit_meta_graph(path)
+    self.assertRegex(_one_line(self, caught.exception), pattern)
+    return caught.exception
+
+  def test_missing_path(self):
+    self.assert_bad(os.path.join(self.directory, "nope"),
+                    r"nope: no such file or directory\.$")
+
+  def test_empty_directory(self):
+    self.assert_bad(self.directory, r"directory .* is empty")
+
+  def test_directory_without_meta(self):
+    self._write("checkpoint", b"model_checkpoint_path: 'x'")
+    self._write("events.out", b"\x00")
+    self.assert_bad(self.directory,
+                    r"has no \.meta file \(it holds checkpoint, events.out\)")
+
+  def test_file_that_is_not_a_meta_graph(self):
+    self.assert_bad(self._write("notes.meta", b"just some notes\n"),
+                    r"is not a MetaGraph file")
+
+  def test_empty_file(self):
+    self.assert_bad(self._write("empty.meta", b""), r"is empty, not a MetaGraph")
+
+  def test_checkpoint_index_instead_of_meta(self):
+    index = os.path.join(os.path.dirname(self.seed_meta), "model.ckpt-2.index")
+    self.assert_bad(index, r"is not a MetaGraph file")
+
+  def test_truncated_protobuf(self):
+    with open(self.seed_meta, "rb") as f:
+      data = f.read()
+    self.assert_bad(self._write("cut.meta", data[:len(data) // 2]),
+                    r"is not a MetaGraph file")
+
+  def test_unknown_op(self):
+    meta = tf.compat.v1.MetaGraphDef()
+    with open(self.seed_meta, "rb") as f:
+      meta.ParseFromString(f.read())
+    meta.graph_def.node[3].op = "SafetrainFutureOp"
+    meta.meta_info_def.tensorflow_version = "9.1.0"
+    self.assert_bad(
+        self._write("future.meta", meta.SerializeToString()),
+        r"uses 1 op type\(s\) this TensorFlow \(.*\) does not know: "
+        r"SafetrainFutureOp \(the file was written by TensorFlow 9\.1\.0\)")
+
+  def test_graph_without_train_op_says_what_it_found(self):
+    def build():
+      _model()
+    error = self.assert_bad(
+        _export(self.directory, "inference", build),
+        r"has no train op: .* It holds \d+ ops, 4 variables \(4 trainable\), "
+        r"2 regularization losses, losses \[\], collections \[.*\]")
+    self.assertIsInstance(error, _audit.NoTrainOpError)
+    self.assertEqual(error.found["variables"], 4)
+    self.assertEqual(error.found["regularization_losses"], 2)
+
+  def test_corrupt_regularization_collection(self):
+    meta = tf.compat.v1.MetaGraphDef()
+    with open(self.seed_meta, "rb") as f:
+      meta.ParseFromString(f.read())
+    values = meta.collection_def["regularization_losses"].node_list.value
+    values[0] = "conv1/weights"  # An op name, where a tensor belongs.
+    self.assert_bad(self._write("edited.meta", meta.SerializeToString()),
+                    r"regularization_losses collection holds 'conv1/weights'")
+
+  def test_errors_are_value_errors_of_the_package(self):
+    with self.assertRaises(ValueError):
+      _audit.audit_meta_graph(os.path.join(self.directory, "nope"))
+    self.assertTrue(issubclass(_audit.AuditInputError, safetrain.Error))
+
+
+if __name__ == "__main__":
+  absltest.main()
