@@ -94,12 +94,13 @@ def analyze(loss, variables_to_train: Sequence, *,
   if regularization is None:
     regularization = regularization_losses(graph)
   trained_owners = _graph.variable_key_ops(variables_to_train)
-  all_owners = _graph.variable_key_ops(all_variables(graph))
-  all_owners.update(trained_owners)
+  all_owners = trained_owners
+  if regularization:  # Frozen terms are named after untrained variables too.
+    all_owners = _graph.variable_key_ops(all_variables(graph))
+    all_owners.update(trained_owners)
 
   walk = _graph.Walk([loss], differentiable=True) if regularization else None
   data_walk = None  # Built only if something is left out.
-  signature_memo: Dict = {}
   terms = []
   included_keys = {}
   for tensor in regularization:
@@ -109,14 +110,14 @@ def analyze(loss, variables_to_train: Sequence, *,
     if tensor.graph is not graph:
       status = Status.UNREACHABLE
     else:
-      copies = _copies(tensor, walk, signature_memo)
+      copies = _copies(tensor, walk)
       if copies:
         status = Status.INCLUDED
         included_keys[len(terms)] = copies
       else:
         if data_walk is None:
           data_walk = _graph.Walk([loss], differentiable=False)
-        if _copies(tensor, data_walk, signature_memo):
+        if _copies(tensor, data_walk):
           status = Status.BLOCKED
         else:
           status = Status.MISSING if required else Status.FROZEN
@@ -147,9 +148,9 @@ def _replace_coefficient(term, coefficient):
       required=term.required, coefficient=coefficient, tensor=term.tensor)
 
 
-def _copies(tensor, walk, memo) -> Tuple:
+def _copies(tensor, walk) -> Tuple:
   if _graph.is_lazy_tensor(tensor):
-    return _graph.lazy_copies(tensor, walk, memo)
+    return _graph.lazy_copies(tensor, walk)
   tensor_key = _graph.key(tensor)
   return (tensor_key,) if tensor_key in walk.reached else ()
 

@@ -11,7 +11,7 @@ are unhashable when TF2 behaviour is on, operations are not.
 """
 
 import collections
-from typing import Dict, FrozenSet, Hashable, Iterable, Iterator, Optional, Set, Tuple
+from typing import Dict, FrozenSet, Iterable, Iterator, Optional, Set, Tuple
 
 import tensorflow as tf
 # The gradient registry is the only place that says whether TensorFlow can
@@ -65,10 +65,18 @@ def is_lazy_tensor(tensor) -> bool:
   return hasattr(tensor, "_master_tensor") and hasattr(tensor, "_thunk")
 
 
+_carries: Dict[tf.DType, bool] = {}
+
+
 def carries_gradient(dtype) -> bool:
-  base = dtype.base_dtype
-  return base.is_floating or base.is_complex or base in (tf.resource,
-                                                         tf.variant)
+  """Whether a tensor of ``dtype`` can carry a gradient (float, resource)."""
+  result = _carries.get(dtype)
+  if result is None:
+    base = dtype.base_dtype
+    result = (base.is_floating or base.is_complex or
+              base in (tf.resource, tf.variant))
+    _carries[dtype] = result
+  return result
 
 
 _differentiable_cache: Dict[str, bool] = {}
@@ -100,6 +108,8 @@ def op_is_differentiable(op) -> bool:
   result = _type_is_differentiable(op_type)
   if result and op_type != "IdentityN":
     return result
+  if not op.inputs:
+    return False  # Nothing to send a gradient to (variables, constants).
   if getattr(op, "_gradient_function", None) is not None:
     return True  # A tf.function call carries its own gradient function.
   try:
@@ -116,13 +126,15 @@ def op_is_differentiable(op) -> bool:
     return False
 
 
-def _data_inputs(op, differentiable: bool) -> Iterator:
-  if differentiable and not op_is_differentiable(op):
-    return iter(())
-  inputs = op.inputs
+def _data_inputs(op, differentiable: bool):
   if not differentiable:
-    return iter(inputs)
-  return (t for t in inputs if carries_gradient(t.dtype))
+    return op.inputs
+  if not op_is_differentiable(op):
+    return ()
+  carries = _carries
+  return [t for t in op.inputs
+          if carries.get(t.dtype) or (t.dtype not in carries and
+                                      carries_gradient(t.dtype))]
 
 
 class Walk:
@@ -169,14 +181,19 @@ def variable_key_ops(variables: Iterable) -> Dict[tf.Operation, object]:
   ref variable; reads of either lead back to it along gradient-carrying edges.
   """
   owners = {}
+  plain = tf.Variable
   for variable in variables:
+    if isinstance(variable, plain) and not hasattr(variable, "_values"):
+      owners[variable.op] = variable
+      continue
     for part in _shards(variable):
       owners[part.op] = part
   return owners
 
 
 def _shards(variable) -> Iterator:
-  # PartitionedVariable iterates over its shards; plain variables do not.
+  # PartitionedVariable iterates over its shards; a distributed variable
+  # (MirroredVariable) keeps one per device; plain variables are their own.
   if hasattr(variable, "_get_variable_list"):
     yield from variable._get_variable_list()  # pylint: disable=protected-access
   elif hasattr(variable, "_values") and hasattr(variable, "_primary"):
@@ -211,52 +228,90 @@ def captured_outer_tensors(tensor, outer_graph) -> Tuple[object, ...]:
   return tuple(found)
 
 
-def _signature(tensor, memo: Dict[TensorKey, Hashable]) -> Hashable:
-  """A value that is equal for two tensors computed the same way.
+def _attrs(op) -> Tuple:
+  return tuple(sorted(
+      (name, value.SerializeToString(deterministic=True))
+      for name, value in op.node_def.attr.items()
+      if not name.startswith("_")))
 
-  Names and private attributes (colocation, for one) are left out; leaves
-  are variables and placeholders by identity and constants by value.
+
+def _same_computation(a, b, depth: int) -> bool:
+  """Whether tensors ``a`` and ``b`` compute the same value the same way.
+
+  Names and private attributes (colocation, for one) are ignored; leaves
+  must be the very same op (a variable, a placeholder), or constants of
+  equal value. Gives up (False) below ``depth`` levels.
   """
-  stack = [tensor]
-  while stack:
-    current = stack[-1]
-    current_key = key(current)
-    if current_key in memo:
-      stack.pop()
-      continue
-    op = current.op
-    pending = [t for t in op.inputs if key(t) not in memo]
-    if pending:
-      stack.extend(pending)
-      continue
-    stack.pop()
-    if op.type == "Const":
-      value = op.node_def.attr["value"].SerializeToString(deterministic=True)
-      memo[current_key] = ("Const", value)
-      continue
-    if not op.inputs:
-      memo[current_key] = ("leaf", id(op))
-      continue
-    attrs = tuple(sorted(
-        (name, value.SerializeToString(deterministic=True))
-        for name, value in op.node_def.attr.items()
-        if not name.startswith("_")))
-    memo[current_key] = (op.type, current.value_index, attrs,
-                         tuple(memo[key(t)] for t in op.inputs))
-  return memo[key(tensor)]
+  if a.value_index != b.value_index:
+    return False
+  op_a, op_b = a.op, b.op
+  if op_a is op_b:
+    return True
+  if depth <= 0 or op_a.type != op_b.type:
+    return False
+  inputs_a, inputs_b = op_a.inputs, op_b.inputs
+  if not inputs_a and op_a.type != "Const":
+    return False  # Distinct variables or placeholders.
+  if len(inputs_a) != len(inputs_b) or _attrs(op_a) != _attrs(op_b):
+    return False
+  return all(_same_computation(x, y, depth - 1)
+             for x, y in zip(inputs_a, inputs_b))
 
 
-def lazy_copies(lazy_tensor, walk: Walk,
-                memo: Dict[TensorKey, Hashable]) -> Tuple[TensorKey, ...]:
-  """Keys in ``walk`` of tensors built by converting ``lazy_tensor``."""
+def lazy_copies(lazy_tensor, walk: Walk) -> Tuple[TensorKey, ...]:
+  """Keys in ``walk`` of tensors built by converting ``lazy_tensor``.
+
+  Each conversion of a lazy regularizer builds the same small computation
+  on the same variable again. So the copies are found by going forward from
+  the variables (the leaves of the master copy's computation) for as many
+  steps as that computation is deep, and comparing what is found there with
+  the master copy, op by op. The cost depends on the regularizer's size, not
+  on the graph's.
+  """
   master = lazy_tensor._master_tensor  # pylint: disable=protected-access
   master_key = key(master)
   if master_key in walk.reached:
     return (master_key,)
-  wanted = _signature(master, memo)
-  candidates = [
-      k for k in walk.reached
-      if k[0].type == master.op.type and k[1] == master.value_index
-  ]
-  return tuple(k for k in candidates
-               if _signature(k[0].outputs[k[1]], memo) == wanted)
+  depth, leaves = _depth_and_leaves(master)
+  found = []
+  frontier = set(leaves)
+  seen = set(frontier)
+  for _ in range(depth):
+    following = set()
+    for op in frontier:
+      for output in op.outputs:
+        for consumer in output.consumers():
+          if consumer not in seen:
+            seen.add(consumer)
+            following.add(consumer)
+    for op in following:
+      candidate_key = (op, master.value_index)
+      if (op.type == master.op.type and candidate_key in walk.reached and
+          _same_computation(op.outputs[master.value_index], master, depth)):
+        found.append(candidate_key)
+    frontier = following
+  return tuple(found)
+
+
+_MAX_DEPTH = 64
+
+
+def _depth_and_leaves(tensor) -> Tuple[int, Set[tf.Operation]]:
+  """The depth of ``tensor``'s computation and its non-constant leaves."""
+  depth_of: Dict[tf.Operation, int] = {}
+  leaves: Set[tf.Operation] = set()
+  stack = [tensor.op]
+  while stack:
+    op = stack[-1]
+    pending = [t.op for t in op.inputs if t.op not in depth_of]
+    if pending and len(stack) < _MAX_DEPTH:
+      stack.extend(pending)
+      continue
+    stack.pop()
+    if not op.inputs:
+      depth_of[op] = 0
+      if op.type != "Const":
+        leaves.add(op)
+    else:
+      depth_of[op] = 1 + max(depth_of.get(t.op, _MAX_DEPTH) for t in op.inputs)
+  return depth_of[tensor.op], leaves
