@@ -56,7 +56,7 @@ _WEIGHT_DECAYS = flags.DEFINE_list(
     "weight_decays", [str(w) for w in DEFAULT_WEIGHT_DECAYS],
     "The weight decays to compare.")
 _TRAIN_STEPS = flags.DEFINE_integer(
-    "train_steps", 300, "Training steps of each run.", lower_bound=1)
+    "train_steps", 200, "Training steps of each run.", lower_bound=1)
 _NUM_THREADS = flags.DEFINE_integer(
     "num_threads", 1,
     "Session threads; 1 makes runs bit-for-bit repeatable.", lower_bound=1)
@@ -75,10 +75,10 @@ class ExperimentConfig:
   model_name: str = "mobilenet_v2"
   depth_multiplier: float = 0.35
   weight_decays: Sequence[float] = DEFAULT_WEIGHT_DECAYS
-  train_steps: int = 300
+  train_steps: int = 200
   batch_size: int = 32
   optimizer: str = "momentum"
-  learning_rate: float = 0.05
+  learning_rate: float = 0.01
   momentum: float = 0.9
   seed: int = 0
   image_size: Optional[int] = None

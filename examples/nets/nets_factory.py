@@ -61,7 +61,8 @@ def default_image_size(name: str) -> int:
   _check_name(name)
   if name in _OURS:
     return _OURS[name][2]
-  return _TF_SLIM[name][0].default_image_size
+  # resnet_v1_50 and friends are plain functions; resnet_v1 has the size.
+  return getattr(_TF_SLIM[name][0], "default_image_size", 224)
 
 
 def _check_name(name: str) -> None:
