@@ -241,7 +241,7 @@ def build_train_op(config: TrainConfig, images: tf.Tensor, labels: tf.Tensor,
       depth_multiplier=config.depth_multiplier)
   model = build_model_loss(network_fn, images, labels)
   learning_rate = tf.constant(config.learning_rate, tf.float32,
-                              name="learning_rate")
+                              name="constant_learning_rate")
   optimizer = configure_optimizer(config.optimizer, learning_rate,
                                   config.momentum)
   variables = variables_to_train(config.trainable_scopes)
