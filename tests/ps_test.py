@@ -224,6 +224,24 @@ class WorkerLossTest(parameterized.TestCase):
                           tf.compat.v1.train.SyncReplicasOptimizer)
     self.assertEqual(pieces.optimizer._replicas_to_aggregate, 2)  # pylint: disable=protected-access
 
+  def test_clones_under_the_ps_device_setter(self):
+    cluster = distributed.cluster_from(
+        ["127.0.0.1:1"], ["127.0.0.1:2", "127.0.0.1:3"], "worker", 1)
+    images, labels = ps_worker.batch(1, 2)
+    shares = iter(zip(np.split(images, 2), np.split(labels, 2)))
+    with tf.Graph().as_default():
+      with tf.compat.v1.device(distributed.device_setter(cluster)):
+        loss = distributed.build_clones_loss(
+            lambda: ps_worker.data_loss(*next(shares)), num_clones=2,
+            clone_on_cpu=True)
+      variables = {v.device for v in tf.compat.v1.trainable_variables()}
+      scaled = {op.device for op in loss.graph.get_operations()
+                if op.name.endswith("scaled_clone_loss")}
+      report = safetrain.assert_counted_once(loss)
+    self.assertEqual(variables, {"/job:ps/task:0/device:CPU:0"})
+    self.assertEqual(scaled, {"/job:worker/task:1/device:CPU:0"})
+    self.assertEqual([t.coefficient for t in report.terms], [1.0, 1.0])
+
 
 class ClusterFromTest(parameterized.TestCase):
 
