@@ -13,6 +13,10 @@ from safetrain import _compat
 _compat.apply()
 
 # pylint: disable=g-import-not-at-top,g-bad-import-order
+from safetrain._audit import AuditInputError
+from safetrain._audit import AuditResult
+from safetrain._audit import NoTrainOpError
+from safetrain._audit import audit_meta_graph
 from safetrain._check import check_regularization
 from safetrain._deploy import Clone
 from safetrain._deploy import assert_counted_once
@@ -26,6 +30,8 @@ from safetrain._errors import Error
 from safetrain._errors import InvalidArgumentError
 from safetrain._errors import InvalidArgumentTypeError
 from safetrain._errors import MissingRegularizationError
+from safetrain._guard import SafeOptimizer
+from safetrain._guard import guard_optimizers
 from safetrain._report import RegularizationReport
 from safetrain._report import RegularizationTerm
 from safetrain._report import Status
@@ -39,6 +45,8 @@ from safetrain._train import total_loss_from
 __version__ = "0.1.0"
 
 __all__ = (
+    "AuditInputError",
+    "AuditResult",
     "Clone",
     "DoubleCountedRegularizationError",
     "EagerModeError",
@@ -47,16 +55,20 @@ __all__ = (
     "InvalidArgumentTypeError",
     "MissingRegularizationError",
     "MissingRegularizationWarning",
+    "NoTrainOpError",
     "RegularizationReport",
     "RegularizationTerm",
+    "SafeOptimizer",
     "Status",
     "TrainOpTrace",
     "assert_counted_once",
+    "audit_meta_graph",
     "check_regularization",
     "clone_loss",
     "create_clones",
     "create_train_op_safe",
     "find_train_ops",
+    "guard_optimizers",
     "replica_total_loss",
     "sum_clone_losses",
     "total_loss_from",

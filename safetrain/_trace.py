@@ -8,13 +8,14 @@ optimized loss and the variables. This reads the graph only.
   ``ResourceApplyAdam``, ``ResourceSparseApplyMomentum``, ...) among the train
   op's ancestors, data and control edges both; each names its variable as its
   first input.
-* Loss: a train op made by slim's ``create_train_op`` is the loss itself,
-  passed through an ``Identity`` that waits for the updates. Otherwise the loss
-  is found where ``tf.gradients`` seeded the backward pass (its
-  ``gradients/grad_ys_0`` op): the seed's consumers are the gradient ops of
-  the loss's op, or of its inputs when the loss's own gradient makes no op
-  (``AddN``, ``Identity``); their name scopes ``gradients/<op>_grad`` name the
-  forward ops.
+* Loss: what the apply ops' gradients were computed from, found where
+  ``tf.gradients`` seeded the backward pass (its ``gradients/grad_ys_0`` op):
+  the seed's consumers are the gradient ops of the loss's op, or of its
+  inputs when the loss's own gradient makes no op (``AddN``, ``Identity``);
+  their name scopes ``gradients/<op>_grad`` name the forward ops. This is
+  preferred to the value a slim train op returns (the loss passed through an
+  ``Identity`` that waits for the updates), which is the fallback: under the
+  guard with ``on_missing="add"`` the two differ.
 """
 
 import collections
@@ -177,15 +178,18 @@ def trace_train_op(train_op) -> TrainOpTrace:
     prefix = _gradient_prefix(apply_op)
     if prefix is not None and prefix not in prefixes:
       prefixes.append(prefix)
+  # What the apply ops were computed from is the truth: the loss a guard
+  # with on_missing="add" augments is not the one slim's train op returns.
   losses: List[tf.Tensor] = []
-  if (op.type == "Identity" and op.control_inputs and op.inputs and
-      op.outputs[0].dtype.base_dtype.is_floating):
-    losses.append(_peel_check_numerics(op.inputs[0]))  # create_train_op.
-  else:
-    for prefix in prefixes:
-      loss = _loss_from_seed(graph, prefix)
-      if loss is not None and all(loss is not l for l in losses):
+  for prefix in prefixes:
+    loss = _loss_from_seed(graph, prefix)
+    if loss is not None:
+      loss = _peel_check_numerics(loss)
+      if all(loss is not l for l in losses):
         losses.append(loss)
+  if (not losses and op.type == "Identity" and op.control_inputs and
+      op.inputs and op.outputs[0].dtype.base_dtype.is_floating):
+    losses.append(_peel_check_numerics(op.inputs[0]))  # create_train_op.
   names = tuple(sorted(owners))
   return TrainOpTrace(train_op=op, losses=tuple(losses), variables=names,
                       variable_ops=tuple(owners[n] for n in names))
