@@ -209,7 +209,23 @@ def create_train_op_safe(
   Returns:
     A tensor that, when evaluated, applies the gradients and returns the loss.
   """
-  caller = "create_train_op_safe"
+  return learning_train_op(
+      "create_train_op_safe", total_loss, optimizer, global_step=global_step,
+      update_ops=update_ops, variables_to_train=variables_to_train,
+      clip_gradient_norm=clip_gradient_norm,
+      summarize_gradients=summarize_gradients,
+      gate_gradients=gate_gradients, aggregation_method=aggregation_method,
+      colocate_gradients_with_ops=colocate_gradients_with_ops,
+      gradient_multipliers=gradient_multipliers,
+      check_numerics=check_numerics, on_missing=on_missing)
+
+
+def learning_train_op(caller: str, total_loss, optimizer, *, global_step,
+                      update_ops, variables_to_train, clip_gradient_norm,
+                      summarize_gradients, gate_gradients, aggregation_method,
+                      colocate_gradients_with_ops, gradient_multipliers,
+                      check_numerics, on_missing: str):
+  """create_train_op_safe's body; ``caller`` names the function in errors."""
   _args.optimizer(optimizer, caller)
   total_loss = enforce(total_loss, variables_to_train, on_missing, caller)
   from tf_slim import learning  # pylint: disable=g-import-not-at-top

@@ -64,10 +64,13 @@ def _sgd():
 
 class SafeFunctionsTest(absltest.TestCase):
 
-  def test_learning_create_train_op_raises(self):
+  def test_learning_create_train_op_raises_in_its_own_name(self):
     with tf.Graph().as_default():
-      with self.assertRaises(safetrain.MissingRegularizationError):
-        slim.learning.create_train_op(helpers.cross_entropy(), _sgd())
+      helpers.assert_error(
+          self, safetrain.MissingRegularizationError,
+          r"^\[safetrain\] slim.learning.create_train_op: the loss being "
+          r"optimized leaves out 2 of 2",
+          slim.learning.create_train_op, helpers.cross_entropy(), _sgd())
 
   def test_training_create_train_op_raises_with_transform(self):
     with tf.Graph().as_default():
