@@ -38,7 +38,8 @@ TensorKey = Tuple[tf.Operation, int]
 # Ops that have a registered gradient function which always returns None:
 # tf.gradients treats them as cutting the path, like StopGradient does.
 # (tensorflow/python/ops/math_grad.py and control_flow_grad.py; a test checks
-# every entry against tf.gradients.)
+# the floating-point ones against tf.gradients. ArgMax, ArgMin and LoopCond
+# have integer or boolean outputs, which block a gradient anyway.)
 NONE_GRADIENT_OPS: FrozenSet[str] = frozenset({
     "ArgMax", "ArgMin", "Ceil", "Floor", "FloorDiv", "LoopCond", "Rint",
     "Round", "TruncateDiv",
@@ -57,10 +58,10 @@ def key(tensor) -> TensorKey:
 def is_lazy_tensor(tensor) -> bool:
   """Whether ``tensor`` builds new ops each time it is used.
 
-  Partitioned variables put their regularization into the collection as such
-  lazy tensors: each conversion (``tf.add_n(collection)``, say) builds a fresh
-  copy of the regularizer, so the copy in a loss is never the tensor in the
-  collection.
+  ``tf.compat.v1.get_variable(regularizer=...)`` (partitioned or not) puts
+  its regularization into the collection as such a lazy tensor: each
+  conversion (``tf.add_n(collection)``, say) builds a fresh copy of the
+  regularizer, so the copy in a loss is never the tensor in the collection.
   """
   return hasattr(tensor, "_master_tensor") and hasattr(tensor, "_thunk")
 
