@@ -188,6 +188,23 @@ class DoubleCountingTest(parameterized.TestCase):
     self.assertEqual([t.coefficient for t in error.overcounted],
                      [float(num_clones)] * 2)
 
+  def test_get_total_loss_per_clone_scope_raises(self):
+    # tf.compat.v1.losses.get_total_loss(scope=clone.scope) takes the
+    # regularization only in the first clone (which created it), so summing
+    # those already counts it once; sum_clone_losses would count it again.
+    with tf.Graph().as_default():
+      images, labels = _data()
+      shares = iter(zip(np.split(images, 2), np.split(labels, 2)))
+      clones = safetrain.create_clones(lambda: _model(*next(shares)),
+                                       num_clones=2, clone_on_cpu=True)
+      totals = [tf.compat.v1.losses.get_total_loss(scope=c.scope)
+                for c in clones]
+      error = helpers.assert_error(
+          self, safetrain.DoubleCountedRegularizationError,
+          r"counted x1.5 \(expected x1\)",
+          safetrain.sum_clone_losses, totals)
+    self.assertEqual([t.coefficient for t in error.overcounted], [1.5, 1.5])
+
   def test_sum_clone_losses_is_counted_once(self):
     with tf.Graph().as_default():
       total = safetrain.sum_clone_losses(_clones(4))
