@@ -139,6 +139,24 @@ def partitioned_total_loss_from():
   return safetrain.total_loss_from(_partitioned_loss()), None
 
 
+def _get_variable_loss():
+  images, labels = helpers.images_and_labels()
+  weights = tf.compat.v1.get_variable(
+      "w", shape=[64, helpers.NUM_CLASSES],
+      regularizer=slim.l2_regularizer(0.01))
+  logits = tf.matmul(tf.reshape(images, [8, 64]), weights)
+  return tf.compat.v1.losses.sparse_softmax_cross_entropy(labels, logits)
+
+
+def get_variable_regularizer_missing():
+  return _get_variable_loss(), None
+
+
+def get_variable_regularizer_get_total_loss():
+  _get_variable_loss()
+  return tf.compat.v1.losses.get_total_loss(), None
+
+
 def _towers():
   losses = []
   for i in range(2):
@@ -257,6 +275,8 @@ SCENARIOS = (
     (partitioned_missing, (M, M, M), False),
     (partitioned_get_total_loss, (I, I, I), True),
     (partitioned_total_loss_from, (I, I, I), True),
+    (get_variable_regularizer_missing, (M,), False),
+    (get_variable_regularizer_get_total_loss, (I,), True),
     (shared_towers_included, (I, I), True),
     (shared_towers_missing, (M, M), False),
     (v1_control_flow_included, (I, I), True),
