@@ -49,8 +49,6 @@ __all__ = (
     "sum_clone_losses",
 )
 
-Status = _report.Status
-
 _DATA_ONLY_HINT = (
     "Pass each clone's (or replica's) data loss only, without "
     "regularization: {caller} adds the regularization once itself.")
@@ -166,10 +164,13 @@ def clone_loss(clone: Clone, *, name: str = "clone_loss") -> tf.Tensor:
     return tf.add_n(losses, name=name)
 
 
-def sum_clone_losses(clone_losses: Sequence[tf.Tensor], *,
-                     num_clones: Optional[int] = None,
-                     regularization_losses: Optional[Sequence[tf.Tensor]] = None,
-                     name: str = "total_loss") -> tf.Tensor:
+def sum_clone_losses(
+    clone_losses: Sequence[tf.Tensor],
+    *,
+    num_clones: Optional[int] = None,
+    regularization_losses: Optional[Sequence[tf.Tensor]] = None,
+    name: str = "total_loss",
+) -> tf.Tensor:
   """The loss to optimize for N clones: data losses / N + regularization once.
 
   ``model_deploy``'s convention: each clone's data loss is scaled by

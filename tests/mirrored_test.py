@@ -101,9 +101,10 @@ def _child(out_path):
       strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
       with strategy.scope():
         tf.compat.v1.train.get_or_create_global_step()
-        per_replica = lambda data: strategy.experimental_distribute_values_from_function(  # pylint: disable=line-too-long
-            lambda context: tf.constant(np.split(data, REPLICAS)[
-                context.replica_id_in_sync_group]))
+        def per_replica(data, strategy=strategy):
+          return strategy.experimental_distribute_values_from_function(
+              lambda context: tf.constant(np.split(data, REPLICAS)[
+                  context.replica_id_in_sync_group]))
         result = strategy.run(
             lambda x, y: replica_train_op(construction, model(x, y), record),
             args=(per_replica(images), per_replica(labels)))
