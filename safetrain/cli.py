@@ -1,0 +1,220 @@
+r"""safetrain: find regularization that TF1/slim training leaves out.
+
+Usage:
+  safetrain audit PATH [--format=text|json]
+  safetrain run [--on_missing=raise|add|warn] -- COMMAND [ARG ...]
+
+safetrain audit PATH
+  Checks a saved training graph. PATH is a MetaGraph file (model.ckpt-N.meta,
+  which slim writes beside every checkpoint) or a training directory (its
+  newest .meta file). The graph is imported without a session: nothing runs,
+  no variable is restored, no code from the file is executed. For each train
+  op it lists every regularization loss as included, missing (left out),
+  frozen (regularizes only variables the op does not train), blocked (behind
+  a stop-gradient) or unreachable (in another graph).
+
+safetrain run -- COMMAND [ARG ...]
+  Runs an unchanged training command, e.g.
+      safetrain run -- python train.py --learning_rate=0.1
+  with the check installed on tf.compat.v1.train.Optimizer.compute_gradients
+  in every Python process it starts (slim's create_train_op, minimize,
+  SyncReplicasOptimizer and hand-written loops all pass there). A loss that
+  leaves out regularization fails at graph-build time with the report
+  (--on_missing=raise), or gets it added (add) or a warning (warn). The
+  command's arguments, output and exit status pass through unchanged.
+
+Exit status:
+  0  audit: nothing required is left out; run: the command's own status
+  1  audit: a train op's loss leaves out regularization it must include
+  2  bad usage, or input that cannot be read or checked
+"""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+from typing import List, Sequence
+
+from absl import app
+from absl import flags
+from absl import logging
+
+from safetrain import _args
+from safetrain import _audit
+from safetrain import _guard
+
+__all__ = ("main", "run", "run_command")
+
+_FORMAT = flags.DEFINE_enum(
+    "format", "text", ["text", "json"],
+    "audit: a readable table (text) or one JSON object (json) on stdout.")
+_ON_MISSING = flags.DEFINE_enum(
+    "on_missing", "raise", list(_args.ON_MISSING_CHOICES),
+    "run: what the check does when a loss leaves out regularization: raise "
+    "MissingRegularizationError, add the left-out terms to the loss, or warn.")
+
+EXIT_OK = _audit.EXIT_OK
+EXIT_PROBLEM = _audit.EXIT_PROBLEM
+EXIT_USAGE = _audit.EXIT_BAD_INPUT
+
+_HELP_FLAGS = frozenset({"--help", "-help", "-h", "-?", "--helpshort",
+                         "--helpfull", "-helpfull"})
+_COMMANDS = ("audit", "run")
+
+
+class _UsageError(Exception):
+  """Bad command line; exits with EXIT_USAGE."""
+
+
+def _usage(full: bool) -> str:
+  module = flags.FLAGS.find_module_defining_flag(_FORMAT.name)
+  help_text = (flags.FLAGS.get_help() if full else
+               flags.FLAGS.module_help(module))
+  return f"{__doc__}\nflags:\n{help_text}\n"
+
+
+def _fail_usage(message: str) -> None:
+  sys.stderr.write(f"safetrain: {message}\nTry 'safetrain --help'.\n")
+  sys.exit(EXIT_USAGE)
+
+
+def _parse_flags(argv: List[str]) -> List[str]:
+  """absl's parsing, but only before ``--``, exiting 2 on bad flags.
+
+  ``--help`` prints the usage and every flag of this command, whether run as
+  the installed ``safetrain`` script or as ``python -m safetrain``, and exits
+  0. Everything after ``--`` is the command ``run`` starts, untouched.
+  """
+  if "--" in argv[1:]:
+    split = argv.index("--", 1)
+    head, tail = argv[:split], argv[split:]
+  else:
+    head, tail = argv, []
+  for arg in head[1:]:
+    if arg in _HELP_FLAGS:
+      sys.stdout.write(_usage(full="full" in arg))
+      sys.exit(EXIT_OK)
+  try:
+    positional = flags.FLAGS(head)
+  except flags.Error as e:
+    _fail_usage(str(e))
+  return list(positional) + tail
+
+
+def _audit_command(args: Sequence[str]) -> int:
+  if len(args) != 1:
+    raise _UsageError(
+        "audit takes one PATH (a .meta file or a training directory), got "
+        f"{len(args)} arguments.")
+  path = args[0]
+  as_json = _FORMAT.value == "json"
+  try:
+    result = _audit.audit_meta_graph(path)
+  except _audit.AuditInputError as e:
+    return _input_error(path, str(e), as_json)
+  except Exception as e:  # pylint: disable=broad-except
+    # A graph our analysis cannot handle is input we cannot check: say so in
+    # one line, as for any other unusable input, with details in the log.
+    logging.debug("audit of %s failed", path, exc_info=True)
+    return _input_error(
+        path, f"[safetrain] audit: could not analyze {path}: "
+        f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''} "
+        "(please report this with the file).", as_json)
+  if as_json:
+    sys.stdout.write(json.dumps(result.to_dict(), indent=2) + "\n")
+  else:
+    sys.stdout.write(result.to_text() + "\n")
+  return result.exit_code
+
+
+def _input_error(path: str, message: str, as_json: bool) -> int:
+  message = " ".join(message.split())  # Always one line.
+  sys.stderr.write(message + "\n")
+  if as_json:
+    sys.stdout.write(json.dumps({"path": path, "ok": False,
+                                 "exit_code": EXIT_USAGE,
+                                 "error": message}) + "\n")
+  return EXIT_USAGE
+
+
+def run_command(command: Sequence[str], on_missing: str = "raise") -> int:
+  """Runs ``command`` with the guard installed in its Python processes.
+
+  The guard reaches the command's processes through a ``sitecustomize``
+  module on ``PYTHONPATH`` (see ``_guard.SITECUSTOMIZE``), so the command
+  line, working directory, standard streams and exit status are the
+  command's own.
+
+  Args:
+    command: the program and its arguments, e.g. ``["python", "train.py"]``.
+    on_missing: the guard's policy, as in ``create_train_op_safe``.
+
+  Returns:
+    The command's exit status (128 + N when signal N ended it), or 2 when it
+    cannot be started.
+  """
+  _args.on_missing(on_missing, "safetrain run")
+  command = list(command)
+  if not command:
+    raise _UsageError("run needs a command after --, e.g. "
+                      "'safetrain run -- python train.py'.")
+  directory = tempfile.mkdtemp(prefix="safetrain_run_")
+  try:
+    with open(os.path.join(directory, "sitecustomize.py"), "w") as f:
+      f.write(_guard.SITECUSTOMIZE)
+    env = dict(os.environ)
+    env[_guard.ON_MISSING_ENV] = on_missing
+    env["PYTHONPATH"] = os.pathsep.join(
+        p for p in (directory, env.get("PYTHONPATH")) if p)
+    try:
+      process = subprocess.Popen(command, env=env)  # pylint: disable=consider-using-with
+    except OSError as e:
+      sys.stderr.write(f"safetrain run: cannot start {command[0]!r}: "
+                       f"{e.strerror}.\n")
+      return EXIT_USAGE
+    forward = lambda signum, frame: process.send_signal(signum)
+    # Ctrl-C reaches the command (same process group); wait for it to end.
+    previous = {signal.SIGINT: signal.signal(signal.SIGINT, signal.SIG_IGN),
+                signal.SIGTERM: signal.signal(signal.SIGTERM, forward)}
+    try:
+      status = process.wait()
+    finally:
+      for signum, handler in previous.items():
+        signal.signal(signum, handler)
+  finally:
+    shutil.rmtree(directory, ignore_errors=True)
+  return status if status >= 0 else 128 - status
+
+
+def main(argv: Sequence[str]) -> int:
+  """Runs the subcommand in ``argv`` (as parsed by ``_parse_flags``)."""
+  args = list(argv[1:])
+  try:
+    if not args or args[0] not in _COMMANDS:
+      given = f"'{args[0]}'" if args else "none"
+      raise _UsageError(f"the first argument must be a command, one of "
+                        f"{', '.join(_COMMANDS)}; got {given}.")
+    if args[0] == "audit":
+      if "--" in args:
+        raise _UsageError("audit takes no '--'.")
+      return _audit_command(args[1:])
+    if len(args) < 2 or args[1] != "--":
+      raise _UsageError("run takes the command after --: "
+                        "'safetrain run [--on_missing=...] -- python "
+                        "train.py ARGS'.")
+    return run_command(args[2:], _ON_MISSING.value)
+  except _UsageError as e:
+    _fail_usage(str(e))
+  return EXIT_USAGE  # Not reached: _fail_usage exits.
+
+
+def run() -> None:
+  """The ``safetrain`` console script (and ``python -m safetrain``)."""
+  app.run(main, flags_parser=_parse_flags)
+
+
+if __name__ == "__main__":
+  run()

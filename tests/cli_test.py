@@ -1,0 +1,224 @@
+"""Tests for safetrain.cli: `safetrain audit` and `safetrain run`."""
+
+import contextlib
+import io
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+from unittest import mock
+
+from absl import flags
+from absl.testing import absltest
+from absl.testing import flagsaver
+from absl.testing import parameterized
+
+import audit_testdata
+import safetrain
+import safetrain.slim  # pylint: disable=unused-import
+from safetrain import _audit
+from safetrain import _guard
+from safetrain import _trace
+from safetrain import cli
+
+_SCRIPT = os.path.join(os.path.dirname(sys.executable), "safetrain")
+_LIBRARY_MODULES = ("safetrain", "safetrain.slim", "safetrain._audit",
+                    "safetrain._guard", "safetrain._trace")
+
+
+def _call(argv):
+  """Parses ``argv`` and runs main: (exit status, stdout, stderr)."""
+  out, err = io.StringIO(), io.StringIO()
+  with flagsaver.flagsaver(), contextlib.redirect_stdout(out), \
+      contextlib.redirect_stderr(err):
+    try:
+      status = cli.main(cli._parse_flags(list(argv)))  # pylint: disable=protected-access
+    except SystemExit as e:
+      status = e.code
+  return status, out.getvalue(), err.getvalue()
+
+
+def _env():
+  env = dict(os.environ)
+  env["TF_CPP_MIN_LOG_LEVEL"] = "2"
+  return env
+
+
+class FlagsTest(absltest.TestCase):
+
+  def test_library_defines_no_absl_flags(self):
+    for module in (_audit, _guard, _trace):  # Every library module loaded.
+      self.assertIn(module.__name__, _LIBRARY_MODULES)
+    modules = set(flags.FLAGS.flags_by_module_dict())
+    for name in _LIBRARY_MODULES:
+      self.assertIn(name, sys.modules)
+      self.assertNotIn(name, modules)
+    self.assertFalse([m for m in modules
+                      if m.startswith("safetrain") and m != "safetrain.cli"])
+    # The check above can fail: the CLI's own flags are registered by module.
+    cli_flags = {f.name for f in flags.FLAGS.flags_by_module_dict()[
+        "safetrain.cli"]}
+    self.assertEqual(cli_flags, {"format", "on_missing"})
+
+  def test_help_lists_usage_exit_codes_and_flags_under_any_argv0(self):
+    # The console script's argv[0] is the script path and its __main__ is
+    # the generated wrapper, which absl's own --help cannot describe.
+    for argv0 in (_SCRIPT, "/somewhere/python -m safetrain"):
+      status, out, _ = _call([argv0, "--help"])
+      self.assertEqual(status, 0)
+      self.assertIn("safetrain audit PATH [--format=text|json]", out)
+      self.assertRegex(out, r"Exit status:\n  0 .*\n  1 .*\n  2 ")
+      self.assertIn("--format: <text|json>", out)
+      self.assertIn("--on_missing: <raise|add|warn>", out)
+
+
+class AuditCommandTest(parameterized.TestCase):
+
+  def test_buggy_run_exits_1_with_the_table(self):
+    status, out, _ = _call(
+        ["safetrain", "audit", audit_testdata.seed_runs()["buggy"]])
+    self.assertEqual(status, 1)
+    self.assertRegex(out, r"missing +conv1/kernel/Regularizer/l2_regularizer:0 "
+                     r"+conv1/weights +<- LEFT OUT")
+    self.assertIn("PROBLEM: 2 regularization losses are left out", out)
+
+  def test_fixed_run_exits_0_with_json(self):
+    status, out, _ = _call(["safetrain", "audit", "--format=json",
+                            audit_testdata.seed_runs()["fixed"]])
+    self.assertEqual(status, 0)
+    data = json.loads(out)
+    self.assertTrue(data["ok"])
+    self.assertEqual(data["train_ops"][0]["losses"][0]["counts"]["included"],
+                     2)
+
+  @parameterized.named_parameters(("text", "text"), ("json", "json"))
+  def test_bad_input_exits_2_with_one_line(self, output_format):
+    missing = os.path.join(tempfile.gettempdir(), "safetrain-no-such.meta")
+    status, out, err = _call(["safetrain", "audit", missing,
+                              f"--format={output_format}"])
+    self.assertEqual(status, 2)
+    self.assertEqual(err, f"[safetrain] audit: {missing}: no such file or "
+                     "directory.\n")
+    if output_format == "json":
+      self.assertEqual(json.loads(out)["exit_code"], 2)
+    else:
+      self.assertEqual(out, "")
+
+  @parameterized.named_parameters(
+      ("no_command", [], r"must be a command, one of audit, run; got none"),
+      ("unknown_command", ["train"], r"got 'train'"),
+      ("audit_without_path", ["audit"], r"audit takes one PATH"),
+      ("audit_two_paths", ["audit", "a", "b"], r"got 2 arguments"),
+      ("run_without_dashes", ["run", "python", "x.py"],
+       r"run takes the command after --"),
+      ("run_without_command", ["run", "--"], r"run needs a command after --"),
+      ("unknown_flag", ["audit", "x", "--colour=red"],
+       r"Unknown command line flag 'colour'"),
+      ("bad_format", ["audit", "x", "--format=xml"], r"format"),
+  )
+  def test_bad_usage_exits_2(self, args, pattern):
+    status, out, err = _call(["safetrain"] + args)
+    self.assertEqual(status, 2)
+    self.assertEqual(out, "")
+    self.assertRegex(err, r"^safetrain: .*" + pattern)
+    self.assertIn("Try 'safetrain --help'.", err)
+
+  def test_installed_script_audits(self):
+    # The one real subprocess of the audit: the installed console script.
+    result = subprocess.run(
+        [_SCRIPT, "audit", "--format=json",
+         audit_testdata.seed_runs()["buggy"]],
+        capture_output=True, text=True, timeout=300, env=_env(), check=False)
+    self.assertEqual(result.returncode, 1, result.stderr[-2000:])
+    data = json.loads(result.stdout)
+    self.assertEqual(data["missing"], [
+        "conv1/kernel/Regularizer/l2_regularizer:0",
+        "logits/kernel/Regularizer/l2_regularizer:0"])
+
+
+_CHILD = r"""
+import json, os, sys
+print("child stdout line")
+with open(os.environ["CHILD_REPORT"], "w") as f:
+  json.dump({"argv": sys.argv[1:],
+             "policy": os.environ.get("SAFETRAIN_RUN_ON_MISSING"),
+             "hooked": [type(h).__name__ for h in sys.meta_path],
+             "chained": os.environ.get("CHAINED_MARKER") is not None and
+                        os.path.exists(os.environ["CHAINED_MARKER"]),
+             "tensorflow_loaded": "tensorflow" in sys.modules}, f)
+sys.exit(int(os.environ.get("CHILD_STATUS", "0")))
+"""
+
+
+class RunCommandTest(absltest.TestCase):
+
+  def setUp(self):
+    super().setUp()
+    self.directory = tempfile.mkdtemp()
+    self.addCleanup(shutil.rmtree, self.directory)
+    self.report = os.path.join(self.directory, "report.json")
+
+  def _run(self, args, **env):
+    with mock.patch.dict(os.environ, CHILD_REPORT=self.report, **env):
+      status = cli.run_command([sys.executable, "-c", _CHILD] + args, "add")
+    with open(self.report) as f:
+      return status, json.load(f)
+
+  def test_arguments_status_and_policy_pass_through(self):
+    status, seen = self._run(["--lr=0.1", "data dir", "--", "-x"],
+                             CHILD_STATUS="3")
+    self.assertEqual(status, 3)
+    self.assertEqual(seen["argv"], ["--lr=0.1", "data dir", "--", "-x"])
+    self.assertEqual(seen["policy"], "add")
+    self.assertIn("_Hook", seen["hooked"])
+    self.assertFalse(seen["tensorflow_loaded"])  # Nothing heavy up front.
+
+  def test_existing_sitecustomize_still_runs(self):
+    theirs = os.path.join(self.directory, "theirs")
+    os.makedirs(theirs)
+    marker = os.path.join(self.directory, "marker")
+    with open(os.path.join(theirs, "sitecustomize.py"), "w") as f:
+      f.write(f"open({marker!r}, 'w').close()\n")
+    _, seen = self._run([], PYTHONPATH=theirs, CHAINED_MARKER=marker)
+    self.assertTrue(seen["chained"])
+
+  def test_signal_exit_status_as_a_shell_reports_it(self):
+    status = cli.run_command(
+        [sys.executable, "-c",
+         "import os, signal; os.kill(os.getpid(), signal.SIGTERM)"], "raise")
+    self.assertEqual(status, 128 + signal.SIGTERM)
+
+  def test_command_that_cannot_start(self):
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+      status = cli.run_command([os.path.join(self.directory, "nope")])
+    self.assertEqual(status, 2)
+    self.assertRegex(err.getvalue(), r"^safetrain run: cannot start '.*nope'")
+
+  def test_seed_script_fails_fast_under_safetrain_run(self):
+    # The one real subprocess of `run`: the installed script runs the seed
+    # story's unchanged script, which fails at graph-build time.
+    script = audit_testdata.seed_runs()["script"]
+    logdir = os.path.join(self.directory, "logdir")
+    result = subprocess.run(
+        [_SCRIPT, "run", "--", sys.executable, script, f"--logdir={logdir}",
+         "positional_arg"],
+        capture_output=True, text=True, timeout=300, env=_env(), check=False)
+    self.assertEqual(result.returncode, 1, result.stderr[-3000:])
+    self.assertIn("seed script argv: positional_arg", result.stdout)
+    self.assertNotIn("seed script finished", result.stdout)
+    self.assertRegex(
+        result.stderr,
+        r"MissingRegularizationError: \[safetrain\] MomentumOptimizer\."
+        r"compute_gradients: the loss being optimized leaves out 2 of 2 "
+        r"regularization losses")
+    self.assertIn("'conv1/kernel/Regularizer/l2_regularizer:0'", result.stderr)
+    self.assertFalse(os.path.exists(logdir) and any(
+        f.endswith(".meta") for f in os.listdir(logdir)))
+
+
+if __name__ == "__main__":
+  absltest.main()
