@@ -82,8 +82,14 @@ class NoTrainOpError(AuditInputError):
     self.found = found
 
 
+def _printable(text: str, limit: int = 80) -> str:
+  """``text`` from the file, safe for a one-line message: escaped, cut."""
+  text = ascii(str(text))[1:-1]
+  return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
 def _listing(names: Sequence[str]) -> str:
-  names = list(names)
+  names = [_printable(n) for n in names]
   shown = ", ".join(names[:_LIST_LIMIT])
   if len(names) > _LIST_LIMIT:
     shown += f", ... ({len(names)} in all)"
@@ -157,8 +163,7 @@ def _parse(data: bytes, path: str) -> meta_graph_pb2.MetaGraphDef:
 
 def _first_line(error: BaseException) -> str:
   text = str(error).strip().splitlines()
-  line = text[0] if text else type(error).__name__
-  return line if len(line) <= 200 else line[:197] + "..."
+  return _printable(text[0] if text else type(error).__name__, limit=200)
 
 
 def _unknown_ops(meta_graph_def) -> List[str]:
@@ -198,7 +203,8 @@ def load_meta_graph(path: str) -> Tuple[tf.Graph, meta_graph_pb2.MetaGraphDef,
   meta_graph_def = _parse(data, meta_path)
   unknown = _unknown_ops(meta_graph_def)
   if unknown:
-    written_by = meta_graph_def.meta_info_def.tensorflow_version or "unknown"
+    written_by = _printable(
+        meta_graph_def.meta_info_def.tensorflow_version or "unknown")
     raise AuditInputError(
         f"audit: {meta_path} uses {len(unknown)} op type(s) this TensorFlow "
         f"({tf.__version__}) does not know: {_listing(unknown)} (the file was "
@@ -225,9 +231,9 @@ def _check_collections(graph, meta_path: str) -> None:
   key = tf.compat.v1.GraphKeys.REGULARIZATION_LOSSES
   for item in graph.get_collection(key):
     if not isinstance(item, tf.Tensor):
-      name = getattr(item, "name", repr(item)[:60])
+      name = _printable(getattr(item, "name", repr(item)))
       raise AuditInputError(
-          f"audit: {meta_path}: the {key} collection holds {name!r}, a "
+          f"audit: {meta_path}: the {key} collection holds '{name}', a "
           f"{type(item).__name__}, where only tensors belong; the file is "
           "corrupt or was edited.", meta_path)
 
@@ -439,5 +445,6 @@ def audit_meta_graph(path: str) -> AuditResult:
         meta_path, found)
   return AuditResult(
       path=meta_path,
-      tensorflow_version=meta_graph_def.meta_info_def.tensorflow_version,
+      tensorflow_version=_printable(
+          meta_graph_def.meta_info_def.tensorflow_version),
       train_ops=tuple(_audit_train_op(op, graph) for op in train_ops))
