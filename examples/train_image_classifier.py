@@ -427,7 +427,8 @@ def main(argv: List[str]) -> int:
     logging.error("%s", e)
     return 2
   except safetrain.MissingRegularizationError as e:
-    logging.error("%s", e)
+    logging.error("%s\nIn this trainer: --on_missing_regularization=add "
+                  "adds them.", e)
     return 1
   except ValueError as e:  # Flag combinations the graph cannot be built with.
     logging.error("%s", e)

@@ -222,6 +222,10 @@ class TrainLoopTest(absltest.TestCase):
     self.assertEqual(trainer.train(tiny_config(
         train_dir, dataset_dir=records, max_number_of_steps=2,
         train_image_size=16)), 2)
+    result = eval_image_classifier.evaluate(
+        train_dir, model_name="lenet", depth_multiplier=0.25,
+        dataset_dir=records, split="train", image_size=16, batch_size=4)
+    self.assertEqual((result.total, result.dataset), (9, "tfrecord/train"))
     # Labels 0..2 with --num_classes=2: refused before anything is built.
     bad_dir = os.path.join(root, "bad")
     with self.assertRaisesRegex(datasets.DataError,
