@@ -4,7 +4,10 @@ import io
 import os
 import shutil
 import tempfile
+from unittest import mock
 
+from absl import app
+from absl import flags
 from absl.testing import absltest
 from absl.testing import parameterized
 import numpy as np
@@ -159,6 +162,31 @@ class ConverterTest(absltest.TestCase):
     os.makedirs(os.path.join(root, "only"))
     with self.assertRaisesRegex(datasets.DataError, "1 class folders"):
       convert_image_folders.convert(root, make_tempdir(self))
+
+
+class ConverterMainTest(absltest.TestCase):
+
+  def _main(self, *args: str) -> int:
+    argv = ["convert_image_folders.py", *args]
+    flags.FLAGS(argv)
+    self.addCleanup(flags.FLAGS.unparse_flags)
+    return convert_image_folders.main(argv[:1])
+
+  def test_exit_codes(self):
+    root = make_image_folders(make_tempdir(self), per_class=2)
+    out = os.path.join(make_tempdir(self), "records")
+    with mock.patch("sys.stdout", new_callable=io.StringIO) as stdout:
+      self.assertEqual(self._main(f"--image_dir={root}",
+                                  f"--tfrecord_dir={out}"), 0)
+    # At least one image of each class goes to validation.
+    self.assertIn("train: 3 images\nvalidation: 3 images", stdout.getvalue())
+    flags.FLAGS.unparse_flags()
+    self.assertEqual(self._main(f"--image_dir={root}/missing",
+                                f"--tfrecord_dir={out}"), 2)
+    flags.FLAGS.unparse_flags()
+    with self.assertRaisesRegex(app.UsageError, "are required") as e:
+      self._main(f"--image_dir={root}")
+    self.assertEqual(e.exception.exitcode, 2)
 
 
 class BadDataTest(parameterized.TestCase):

@@ -278,6 +278,17 @@ class MainTest(parameterized.TestCase):
                                 "--on_missing_regularization=raise"), 1)
 
 
+class EvalMainTest(absltest.TestCase):
+
+  def test_no_checkpoint_exit_code(self):
+    argv = ["eval_image_classifier.py", f"--train_dir={make_tempdir(self)}"]
+    flags.FLAGS(argv)
+    self.addCleanup(flags.FLAGS.unparse_flags)
+    with self.assertLogs("absl", level="ERROR") as logs:
+      self.assertEqual(eval_image_classifier.main(argv[:1]), 2)
+    self.assertRegex(logs.output[0], "No checkpoint in")
+
+
 def run_until(process, condition, timeout: float, what: str):
   """Polls condition() until true; fails if the process ends or time runs out."""
   deadline = time.time() + timeout
