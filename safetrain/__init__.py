@@ -19,6 +19,7 @@ from safetrain._audit import NoTrainOpError
 from safetrain._audit import audit_meta_graph
 from safetrain._check import check_regularization
 from safetrain._deploy import Clone
+from safetrain._deploy import ReplicaScalingError
 from safetrain._deploy import assert_counted_once
 from safetrain._deploy import clone_loss
 from safetrain._deploy import create_clones
@@ -58,6 +59,7 @@ __all__ = (
     "NoTrainOpError",
     "RegularizationReport",
     "RegularizationTerm",
+    "ReplicaScalingError",
     "SafeOptimizer",
     "Status",
     "TrainOpTrace",

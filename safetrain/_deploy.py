@@ -22,7 +22,10 @@ regularization included. The rule each mode needs to meet that:
 Each builder ends with ``assert_counted_once``: the coefficient with which
 every regularization loss enters the built loss, read from the graph, must
 be the expected one, else ``DoubleCountedRegularizationError`` names the
-doubled terms and the ops through which each was added.
+doubled terms and the ops through which each was added. Inside
+``strategy.run`` with N replicas it also requires each data loss at 1/N and
+each regularization loss at exactly 1 (``ReplicaScalingError``), which
+catches an unscaled replica loss and ``(data + regularization) / N``.
 """
 
 import collections
@@ -40,6 +43,7 @@ from safetrain import _report
 
 __all__ = (
     "Clone",
+    "ReplicaScalingError",
     "assert_counted_once",
     "clone_device",
     "clone_loss",
@@ -52,6 +56,31 @@ __all__ = (
 _DATA_ONLY_HINT = (
     "Pass each clone's (or replica's) data loss only, without "
     "regularization: {caller} adds the regularization once itself.")
+
+
+class ReplicaScalingError(_errors.Error, ValueError):
+  """A replica's loss is not scaled for the replicas' summed gradients.
+
+  Under ``MirroredStrategy`` with a ``tf.compat.v1.train`` optimizer the
+  replicas' gradients are summed, so each replica's data loss must enter its
+  loss with coefficient 1/N and the regularization with coefficient 1 (only
+  the first replica's gradient carries it). Anything else changes the
+  balance of data and weight decay by a factor of N.
+
+  Attributes:
+    report: the ``RegularizationReport`` of the replica's loss.
+    num_replicas: N.
+    data_losses: (name, coefficient) of each data loss not at 1/N.
+    regularization: (name, coefficient) of each regularization loss not at 1.
+  """
+
+  def __init__(self, message: str, report: Any, num_replicas: int,
+               data_losses: Sequence, regularization: Sequence):
+    super().__init__(message)
+    self.report = report
+    self.num_replicas = num_replicas
+    self.data_losses = tuple(data_losses)
+    self.regularization = tuple(regularization)
 
 
 class Clone(collections.namedtuple("Clone", ("outputs", "scope", "device"))):
@@ -317,6 +346,9 @@ def assert_counted_once(
       coefficient; its ``overcounted`` terms name them, and the message the
       ops through which each was added.
     MissingRegularizationError: some required term is left out.
+    ReplicaScalingError: inside ``strategy.run`` of an N-replica
+      ``MirroredStrategy``, a data loss (of the ``LOSSES`` collection) does
+      not enter with 1/N, or a regularization loss not with exactly 1.
   """
   caller = "assert_counted_once"
   if isinstance(expected_coefficient, bool) or not isinstance(
@@ -347,7 +379,57 @@ def _assert_counted_once(loss, variables_to_train, expected: float,
   if report.missing:
     raise _errors.MissingRegularizationError(
         report.missing_message(caller), report)
+  _check_replica_scaling(loss, report, caller)
   return report
+
+
+def _replicas_summed() -> int:
+  """N when building inside ``strategy.run`` of an N-replica strategy."""
+  if (not tf.distribute.has_strategy() or
+      tf.distribute.in_cross_replica_context()):
+    return 1
+  context = tf.distribute.get_replica_context()
+  return context.num_replicas_in_sync if context is not None else 1
+
+
+def _check_replica_scaling(loss, report, caller: str) -> None:
+  """In an N-replica context: data losses at 1/N, regularization at 1."""
+  replicas = _replicas_summed()
+  if replicas == 1:
+    return
+  walk = _graph.Walk([loss], differentiable=True)
+  data = [t for t in loss.graph.get_collection(tf.compat.v1.GraphKeys.LOSSES)
+          if _graph.key(t) in walk.reached]
+  found = _coefficient.coefficients(
+      loss, {i: (_graph.key(t),) for i, t in enumerate(data)}, walk)
+  expected = 1.0 / replicas
+  bad_data = [(t.name, found[i]) for i, t in enumerate(data)
+              if found[i] is not None and not _close(found[i], expected)]
+  bad_regularization = [
+      (t.name, t.coefficient) for t in report.terms
+      if t.status is _report.Status.INCLUDED and t.coefficient is not None
+      and not _close(t.coefficient, 1.0)]
+  if not bad_data and not bad_regularization:
+    return
+  lines = [
+      f"{caller}: {replicas} replicas sum their gradients, so each "
+      f"replica's data loss must enter its loss x1/{replicas} and the "
+      "regularization x1 (only the first replica's gradient carries it); "
+      "otherwise weight decay is off by a factor of "
+      f"{replicas}.",
+      f"  replica loss:  '{loss.name}'"]
+  for name, value in bad_data:
+    lines.append(f"  data loss x{value:g} (expected x{expected:g}): '{name}'")
+  for name, value in bad_regularization[:_report.MESSAGE_LIMIT]:
+    lines.append(f"  regularization x{value:g} (expected x1): '{name}'")
+  lines.append("Fix: in the function given to strategy.run,\n"
+               "    loss = safetrain.replica_total_loss(data_loss)")
+  raise ReplicaScalingError("\n".join(lines), report, replicas, bad_data,
+                            bad_regularization)
+
+
+def _close(value: float, expected: float) -> bool:
+  return abs(value - expected) <= 1e-6 * max(1.0, abs(expected))
 
 
 def _routes(loss, terms: Sequence[_report.RegularizationTerm]) -> str:

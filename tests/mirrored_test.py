@@ -80,6 +80,13 @@ def _child(out_path):
     else:
       loss = data / n
     try:
+      safetrain.assert_counted_once(loss)
+      record.setdefault("assert_counted_once", []).append("ok")
+    except safetrain.Error as error:
+      record.setdefault("assert_counted_once", []).append(
+          type(error).__name__)
+      record.setdefault("assert_message", str(error))
+    try:
       train_op = safetrain.create_train_op_safe(loss, sgd())
       record.setdefault("safe_train_op", "built")
     except safetrain.Error as error:
@@ -203,6 +210,26 @@ class MirroredStrategyTest(absltest.TestCase):
   def test_safe_train_op_refuses_left_out_regularization(self):
     self.assertEqual(self.results["left_out"]["safe_train_op"],
                      "MissingRegularizationError")
+
+  def test_assert_counted_once_refuses_every_wrong_construction(self):
+    self.assertEqual(
+        {c: self.results[c]["assert_counted_once"] for c in CONSTRUCTIONS},
+        {"safe": ["ok"] * REPLICAS,
+         "total_per_replica": ["ReplicaScalingError"] * REPLICAS,
+         "scaled_total": ["ReplicaScalingError"] * REPLICAS,
+         "left_out": ["MissingRegularizationError"] * REPLICAS})
+
+  def test_replica_scaling_messages_say_what_and_the_fix(self):
+    self.assertRegex(
+        self.results["total_per_replica"]["assert_message"],
+        r"(?s)^\[safetrain\] assert_counted_once: 2 replicas sum their "
+        r"gradients.*data loss x1 \(expected x0.5\): "
+        r"'sparse_softmax_cross_entropy_loss/value:0'.*"
+        r"safetrain.replica_total_loss\(data_loss\)")
+    self.assertRegex(
+        self.results["scaled_total"]["assert_message"],
+        r"(?s)regularization x0.5 \(expected x1\): "
+        r"'conv1/kernel/Regularizer/l2_regularizer:0'")
 
   def test_scaled_total_shows_coefficient_one_over_n(self):
     self.assertEqual(self.results["scaled_total"]["coefficients"],
