@@ -207,6 +207,14 @@ def build_model_loss(network_fn: Callable, images: tf.Tensor,
   return ModelLoss(logits, task_loss)
 
 
+def make_network_fn(config: TrainConfig, num_classes: int) -> Callable:
+  """The network of --model_name, in training mode, with --weight_decay."""
+  return nets_factory.get_network_fn(
+      config.model_name, num_classes=num_classes,
+      weight_decay=config.weight_decay, is_training=True,
+      depth_multiplier=config.depth_multiplier)
+
+
 class TrainPieces(NamedTuple):
   """What ``build_train_op`` returns: the train op and what to watch."""
 
@@ -235,11 +243,8 @@ def build_train_op(config: TrainConfig, images: tf.Tensor, labels: tf.Tensor,
   being safetrain's, applies --on_missing_regularization.
   """
   global_step = tf.compat.v1.train.get_or_create_global_step()
-  network_fn = nets_factory.get_network_fn(
-      config.model_name, num_classes=num_classes,
-      weight_decay=config.weight_decay, is_training=True,
-      depth_multiplier=config.depth_multiplier)
-  model = build_model_loss(network_fn, images, labels)
+  model = build_model_loss(make_network_fn(config, num_classes), images,
+                           labels)
   learning_rate = tf.constant(config.learning_rate, tf.float32,
                               name="constant_learning_rate")
   optimizer = configure_optimizer(config.optimizer, learning_rate,
