@@ -72,8 +72,9 @@ def load_digits_split(split: str) -> Tuple[np.ndarray, np.ndarray]:
   The split is fixed (stratified, seed 0): 1,437 ``train``, 360
   ``validation`` images.
   """
-  from sklearn import datasets as sk_datasets  # pylint: disable=g-import-not-at-top
-  from sklearn import model_selection  # pylint: disable=g-import-not-at-top
+  # pylint: disable=g-import-not-at-top  (sklearn is slow to import)
+  from sklearn import datasets as sk_datasets
+  from sklearn import model_selection
   if split not in ("train", "validation"):
     raise DataError(f"The digits have the splits 'train' and 'validation', "
                     f"not {split!r}.")
@@ -89,7 +90,7 @@ def load_digits_split(split: str) -> Tuple[np.ndarray, np.ndarray]:
 
 
 def preprocess_digits(images: tf.Tensor, image_size: int) -> tf.Tensor:
-  """uint8 [..., 8, 8] digits (0..16) to float [..., size, size, 3] in [-1, 1]."""
+  """uint8 [..., 8, 8] digits (0..16) to [..., size, size, 3] in [-1, 1]."""
   images = tf.cast(images, tf.float32)[..., tf.newaxis] / 16.0
   images = tf.image.resize(images, [image_size, image_size],
                            method="bilinear")

@@ -53,8 +53,9 @@ class MobilenetV2Test(parameterized.TestCase):
       (32, 1.0, 32), (32, 0.35, 16), (320, 0.35, 112), (16, 0.35, 8),
       (24, 0.5, 16), (1280, 1.4, 1792))
   def test_channel_rounding(self, channels, multiplier, expected):
-    self.assertEqual(mobilenet_v2._make_divisible(channels * multiplier),  # pylint: disable=protected-access
-                     expected)
+    # pylint: disable-next=protected-access
+    make_divisible = mobilenet_v2._make_divisible
+    self.assertEqual(make_divisible(channels * multiplier), expected)
 
   def test_l2_on_conv_kernels_only_and_the_seed_bug_caught(self):
     with tf.Graph().as_default():

@@ -290,7 +290,7 @@ class EvalMainTest(absltest.TestCase):
 
 
 def run_until(process, condition, timeout: float, what: str):
-  """Polls condition() until true; fails if the process ends or time runs out."""
+  """Polls condition() until true; fails if the process ends or times out."""
   deadline = time.time() + timeout
   while time.time() < deadline:
     value = condition()
