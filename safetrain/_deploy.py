@@ -435,11 +435,10 @@ def _close(value: float, expected: float) -> bool:
 def _routes(loss, terms: Sequence[_report.RegularizationTerm]) -> str:
   """Text naming, for each term, the ops through which it enters the loss."""
   walk = _graph.Walk([loss], differentiable=True)
-  memo = {}
   wanted = {}
   for index, term in enumerate(terms):
-    if _graph.is_lazy_tensor(term.tensor):
-      wanted[index] = _graph.lazy_copies(term.tensor, walk, memo)
+    if _graph.is_lazy_tensor(term.tensor):  # Each use built another copy.
+      wanted[index] = _graph.lazy_copies(term.tensor, walk)
     else:
       wanted[index] = (_graph.key(term.tensor),)
   found = _coefficient.contributions(loss, wanted, walk)

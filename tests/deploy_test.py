@@ -223,6 +223,70 @@ class DoubleCountingTest(parameterized.TestCase):
     self.assertLen(error.missing, 2)
 
 
+def _partitioned_clones(num_clones):
+  """Clones of a linear model whose weights are split in 3 shards."""
+  rng = np.random.RandomState(1)
+  inputs = rng.rand(BATCH, 6).astype(np.float32)
+  shares = iter(np.split(inputs, num_clones))
+
+  def model_fn():
+    weights = tf.compat.v1.get_variable(
+        "w", [6, 1], partitioner=tf.compat.v1.fixed_size_partitioner(3),
+        regularizer=slim.l2_regularizer(WEIGHT_DECAY),
+        initializer=tf.compat.v1.ones_initializer())
+    prediction = tf.matmul(tf.constant(next(shares)), weights)
+    tf.compat.v1.losses.mean_squared_error(tf.zeros_like(prediction),
+                                           prediction)
+
+  clones = safetrain.create_clones(model_fn, num_clones=num_clones,
+                                   clone_on_cpu=True)
+  return [safetrain.clone_loss(c) for c in clones]
+
+
+class PartitionedAndUnregularizedTest(absltest.TestCase):
+
+  def test_partitioned_shards_are_counted_once(self):
+    with tf.Graph().as_default():
+      total = safetrain.sum_clone_losses(_partitioned_clones(2))
+      report = safetrain.assert_counted_once(total)
+    self.assertEqual([t.variables for t in report.terms],
+                     [("w/part_0",), ("w/part_1",), ("w/part_2",)])
+    self.assertEqual([t.coefficient for t in report.terms], [1.0] * 3)
+
+  def test_partitioned_shards_in_every_clone_are_named(self):
+    with tf.Graph().as_default():
+      losses = _partitioned_clones(2)
+      # Each use of a shard's lazy regularization tensor builds a new copy.
+      doubled = [l + tf.add_n(helpers.regularization()) for l in losses]
+      error = helpers.assert_error(
+          self, safetrain.DoubleCountedRegularizationError,
+          r"counts 3 regularization losses more often than once.*"
+          r"where each is added.*'regularization_loss' x1",
+          safetrain.sum_clone_losses, doubled)
+    self.assertEqual([t.coefficient for t in error.overcounted], [2.0] * 3)
+
+  def test_unregularized_clones(self):
+    with tf.Graph().as_default():
+      images, labels = _data()
+      shares = iter(zip(np.split(images, 2), np.split(labels, 2)))
+
+      def model_fn():
+        share_images, share_labels = next(shares)
+        logits = slim.fully_connected(
+            slim.flatten(tf.constant(share_images)), 3, activation_fn=None,
+            scope="logits")
+        tf.compat.v1.losses.sparse_softmax_cross_entropy(
+            tf.constant(share_labels), logits)
+
+      clones = safetrain.create_clones(model_fn, num_clones=2,
+                                       clone_on_cpu=True)
+      total = safetrain.sum_clone_losses(
+          [safetrain.clone_loss(c) for c in clones])
+      report = safetrain.assert_counted_once(total)
+    self.assertEqual(report.terms, ())
+    self.assertEqual(total.op.type, "AddN")
+
+
 class ClonesTest(absltest.TestCase):
 
   def test_scopes_devices_and_shared_variables(self):
