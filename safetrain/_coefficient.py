@@ -86,8 +86,10 @@ def _scalar_constant(tensor, depth: int = _FOLD_DEPTH) -> Optional[float]:
       _PRODUCTS | _DIVISIONS | {"Add", "AddV2", "Sub"}):
     return None
   left = _scalar_constant(inputs[0], depth - 1)
+  if left is None:
+    return None
   right = _scalar_constant(inputs[1], depth - 1)
-  if left is None or right is None:
+  if right is None:
     return None
   if op_type in _PRODUCTS:
     return left * right
@@ -169,6 +171,7 @@ def _negate(value: Optional[float]) -> Optional[float]:
 
 
 _UNKNOWN = object()
+_NOT_LINEAR = object()
 
 
 def _add(previous, contribution):
@@ -177,13 +180,36 @@ def _add(previous, contribution):
   return previous + contribution
 
 
-def _propagate(loss, walk: "_graph.Walk", watched: frozenset):
-  """Coefficients of every tensor the walk reached.
+def _between(walk: "_graph.Walk", targets) -> set:
+  """Ops of the walk that lie on a path from a target tensor to the loss.
+
+  Only they carry a target's coefficient; the rest of the model (its
+  forward pass, most of the walk) need not be visited.
+  """
+  ops = walk.ops
+  found = set()
+  queue = collections.deque(op for op, _ in targets if op in ops)
+  while queue:
+    op = queue.popleft()
+    if op in found:
+      continue
+    found.add(op)
+    for output in op.outputs:
+      for consumer in output.consumers():
+        if consumer in ops and consumer not in found:
+          queue.append(consumer)
+  return found
+
+
+def _propagate(loss, walk: "_graph.Walk", targets: frozenset,
+               watched: frozenset):
+  """Coefficients of the tensors between ``targets`` and the loss.
 
   Returns (coefficient by tensor key, ops done, routes) where routes maps
   each key in ``watched`` to {consumer op: ([input indices], coefficient)}.
   """
-  ops = walk.ops
+  ops = _between(walk, targets)
+  ops.add(loss.op)
   pending = collections.Counter()
   for op in ops:
     for tensor in op.inputs:
@@ -196,8 +222,7 @@ def _propagate(loss, walk: "_graph.Walk", watched: frozenset):
   while queue:
     op = queue.popleft()
     done.add(op)
-    factors = _local_factors(op)
-    factor_of = dict(factors or ())
+    factor_of = None  # Read only where a known coefficient must pass.
     passes = _graph.op_is_differentiable(op)
     outputs = [coefficient.get((op, i), 0.0) for i in range(len(op.outputs))]
     if any(c is _UNKNOWN for c in outputs):
@@ -219,11 +244,15 @@ def _propagate(loss, walk: "_graph.Walk", watched: frozenset):
         contribution = _UNKNOWN
       elif out == 0.0:
         contribution = 0.0
-      elif factors is None:
-        contribution = _UNKNOWN
       else:
-        factor = factor_of.get(i, 0.0)
-        contribution = _UNKNOWN if factor is None else out * factor
+        if factor_of is None:
+          factors = _local_factors(op)
+          factor_of = _NOT_LINEAR if factors is None else dict(factors)
+        if factor_of is _NOT_LINEAR:
+          contribution = _UNKNOWN
+        else:
+          factor = factor_of.get(i, 0.0)
+          contribution = _UNKNOWN if factor is None else out * factor
       input_key = _graph.key(tensor)
       coefficient[input_key] = _add(coefficient.get(input_key, 0.0),
                                     contribution)
@@ -250,7 +279,8 @@ def coefficients(loss, wanted: Dict[int, Tuple], walk: "_graph.Walk"
   Returns:
     The coefficient for each id, None where the graph does not show it.
   """
-  coefficient, done, _ = _propagate(loss, walk, frozenset())
+  targets = frozenset(k for keys in wanted.values() for k in keys)
+  coefficient, done, _ = _propagate(loss, walk, targets, frozenset())
   result = {}
   for ident, keys in wanted.items():
     total = 0.0
@@ -279,7 +309,7 @@ def contributions(loss, wanted: Dict[int, Tuple], walk: "_graph.Walk"
     A list of ``Contribution`` for each id (empty if it is not reached).
   """
   watched = frozenset(k for keys in wanted.values() for k in keys)
-  _, _, routes = _propagate(loss, walk, watched)
+  _, _, routes = _propagate(loss, walk, watched, watched)
   result = {}
   for ident, keys in wanted.items():
     found = []
