@@ -159,6 +159,20 @@ class ContributionsTest(absltest.TestCase):
     self.assertIsNone(routes[0].coefficient)
 
 
+  def test_the_model_body_is_not_visited(self):
+    # Only ops between the terms and the loss can carry a coefficient.
+    with tf.Graph().as_default():
+      data = helpers.cross_entropy()
+      terms = helpers.regularization()
+      loss = tf.add_n([data, tf.add_n(terms, name="reg")], name="total")
+      walk = _graph.Walk([loss], differentiable=True)
+      between = _coefficient._between(walk, [_graph.key(t) for t in terms])
+    self.assertEqual(
+        sorted(op.name for op in between),
+        sorted([t.op.name for t in terms] + ["reg", "total"]))
+    self.assertGreater(len(walk.ops), 3 * len(between))
+
+
 class ScalarConstantTest(parameterized.TestCase):
 
   @parameterized.named_parameters(
