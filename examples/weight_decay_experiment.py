@@ -55,8 +55,10 @@ _OUTPUT_DIR = flags.DEFINE_string(
 _WEIGHT_DECAYS = flags.DEFINE_list(
     "weight_decays", [str(w) for w in DEFAULT_WEIGHT_DECAYS],
     "The weight decays to compare.")
-_TRAIN_STEPS = flags.DEFINE_integer(
-    "train_steps", 200, "Training steps of each run.", lower_bound=1)
+# Not --train_steps: examples/ps_worker.py defines that, and the tests import
+# both programs into one process, where absl flags are global.
+_STEPS_PER_RUN = flags.DEFINE_integer(
+    "steps_per_run", 200, "Training steps of each run.", lower_bound=1)
 _NUM_THREADS = flags.DEFINE_integer(
     "num_threads", 1,
     "Session threads; 1 makes runs bit-for-bit repeatable.", lower_bound=1)
@@ -343,7 +345,7 @@ def config_from_flags() -> ExperimentConfig:
       model_name=common_flags.MODEL_NAME.value,
       depth_multiplier=common_flags.DEPTH_MULTIPLIER.value,
       weight_decays=decays,
-      train_steps=_TRAIN_STEPS.value,
+      train_steps=_STEPS_PER_RUN.value,
       batch_size=common_flags.BATCH_SIZE.value,
       optimizer=common_flags.OPTIMIZER.value,
       learning_rate=common_flags.LEARNING_RATE.value,

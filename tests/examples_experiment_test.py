@@ -110,7 +110,7 @@ class ExperimentProgramTest(absltest.TestCase):
     result = subprocess.run(
         [sys.executable,
          os.path.join(_REPO, "examples", "weight_decay_experiment.py"),
-         "--model_name=lenet", "--depth_multiplier=0.25", "--train_steps=3",
+         "--model_name=lenet", "--depth_multiplier=0.25", "--steps_per_run=3",
          "--batch_size=8", "--weight_decays=0,0.1",
          f"--output_dir={output_dir}"],
         capture_output=True, text=True, timeout=300, check=False)
