@@ -9,6 +9,7 @@ from unittest import mock
 from absl import app
 from absl import flags
 from absl.testing import absltest
+from absl.testing import flagsaver
 from absl.testing import parameterized
 import numpy as np
 from PIL import Image
@@ -41,6 +42,22 @@ def make_tempdir(test: absltest.TestCase) -> str:
   path = tempfile.mkdtemp(prefix="safetrain_examples_")
   test.addCleanup(shutil.rmtree, path, ignore_errors=True)
   return path
+
+
+def parse_flags(test: absltest.TestCase, argv) -> None:
+  """Parses argv into the global flags; the test's cleanup restores them."""
+  saved = flagsaver.save_flag_values()
+  was_parsed = flags.FLAGS.is_parsed()
+
+  def restore():
+    flags.FLAGS.unparse_flags()
+    flagsaver.restore_flag_values(saved)
+    if was_parsed:
+      flags.FLAGS.mark_as_parsed()
+
+  test.addCleanup(restore)
+  flags.FLAGS.unparse_flags()
+  flags.FLAGS(argv)
 
 
 def read_batches(make_dataset):
@@ -168,8 +185,7 @@ class ConverterMainTest(absltest.TestCase):
 
   def _main(self, *args: str) -> int:
     argv = ["convert_image_folders.py", *args]
-    flags.FLAGS(argv)
-    self.addCleanup(flags.FLAGS.unparse_flags)
+    parse_flags(self, argv)
     return convert_image_folders.main(argv[:1])
 
   def test_exit_codes(self):
@@ -180,10 +196,8 @@ class ConverterMainTest(absltest.TestCase):
                                   f"--tfrecord_dir={out}"), 0)
     # At least one image of each class goes to validation.
     self.assertIn("train: 3 images\nvalidation: 3 images", stdout.getvalue())
-    flags.FLAGS.unparse_flags()
     self.assertEqual(self._main(f"--image_dir={root}/missing",
                                 f"--tfrecord_dir={out}"), 2)
-    flags.FLAGS.unparse_flags()
     with self.assertRaisesRegex(app.UsageError, "are required") as e:
       self._main(f"--image_dir={root}")
     self.assertEqual(e.exception.exitcode, 2)

@@ -17,6 +17,7 @@ import time
 
 from absl import flags
 from absl.testing import absltest
+from absl.testing import flagsaver
 from absl.testing import parameterized
 import numpy as np
 from PIL import Image
@@ -46,6 +47,22 @@ def make_tempdir(test: absltest.TestCase) -> str:
   path = tempfile.mkdtemp(prefix="safetrain_trainer_")
   test.addCleanup(shutil.rmtree, path, ignore_errors=True)
   return path
+
+
+def parse_flags(test: absltest.TestCase, argv) -> None:
+  """Parses argv into the global flags; the test's cleanup restores them."""
+  saved = flagsaver.save_flag_values()
+  was_parsed = flags.FLAGS.is_parsed()
+
+  def restore():
+    flags.FLAGS.unparse_flags()
+    flagsaver.restore_flag_values(saved)
+    if was_parsed:
+      flags.FLAGS.mark_as_parsed()
+
+  test.addCleanup(restore)
+  flags.FLAGS.unparse_flags()
+  flags.FLAGS(argv)
 
 
 def weights(checkpoint: str, name: str) -> np.ndarray:
@@ -247,16 +264,14 @@ class MainTest(parameterized.TestCase):
 
   def _main(self, *args: str) -> int:
     argv = ["train_image_classifier.py", *args]
-    flags.FLAGS(argv)
-    self.addCleanup(flags.FLAGS.unparse_flags)
+    parse_flags(self, argv)
     return trainer.main(argv[:1])
 
   def test_config_from_flags(self):
-    flags.FLAGS(["prog", "--train_dir=/x", "--model_name=lenet",
-                 "--trainable_scopes=LeNet/fc4,LeNet/fc3",
-                 "--on_missing_regularization=warn", "--optimizer=adam",
-                 "--max_number_of_steps=7"])
-    self.addCleanup(flags.FLAGS.unparse_flags)
+    parse_flags(self, ["prog", "--train_dir=/x", "--model_name=lenet",
+                       "--trainable_scopes=LeNet/fc4,LeNet/fc3",
+                       "--on_missing_regularization=warn", "--optimizer=adam",
+                       "--max_number_of_steps=7"])
     config = trainer.config_from_flags()
     self.assertEqual(
         (config.train_dir, config.model_name, config.trainable_scopes,
@@ -271,19 +286,29 @@ class MainTest(parameterized.TestCase):
     root = make_tempdir(self)
     self.assertEqual(self._main(f"--train_dir={root}/a",
                                 f"--dataset_dir={root}/missing"), 2)
-    flags.FLAGS.unparse_flags()
     self.assertEqual(self._main(f"--train_dir={root}/b", "--model_name=lenet",
                                 "--depth_multiplier=0.25",
                                 "--weight_decay=0.01",
                                 "--on_missing_regularization=raise"), 1)
 
 
+class FlagStateTest(absltest.TestCase):
+
+  def test_parse_flags_restores_the_global_state(self):
+    was_parsed = flags.FLAGS.is_parsed()
+    inner = absltest.TestCase("run")  # Its cleanups run when we say.
+    parse_flags(inner, ["prog", "--model_name=vgg_16"])
+    self.assertEqual(flags.FLAGS.model_name, "vgg_16")
+    inner.doCleanups()
+    self.assertEqual(flags.FLAGS.is_parsed(), was_parsed)
+    self.assertEqual(flags.FLAGS["model_name"].value, "mobilenet_v2")
+
+
 class EvalMainTest(absltest.TestCase):
 
   def test_no_checkpoint_exit_code(self):
     argv = ["eval_image_classifier.py", f"--train_dir={make_tempdir(self)}"]
-    flags.FLAGS(argv)
-    self.addCleanup(flags.FLAGS.unparse_flags)
+    parse_flags(self, argv)
     with self.assertLogs("absl", level="ERROR") as logs:
       self.assertEqual(eval_image_classifier.main(argv[:1]), 2)
     self.assertRegex(logs.output[0], "No checkpoint in")
