@@ -167,8 +167,15 @@ def trace_train_op(train_op) -> TrainOpTrace:
         "trace_train_op: train_op must be a graph tf.Operation or tf.Tensor, "
         f"got {type(train_op).__name__}.")
   graph = op.graph
-  apply_ops = [a for a in _ancestors_with_control(op)
+  # Every TF1 API runs its updates through control dependencies (slim's
+  # train op waits for the global step's AssignAdd, which waits for the
+  # update group, which waits for the apply ops), so that short walk comes
+  # first; the walk over all data ancestors is the fallback.
+  apply_ops = [a for a in _control_closure([op])
                if _OPTIMIZER_APPLY.match(a.type)]
+  if not apply_ops:
+    apply_ops = [a for a in _ancestors_with_control(op)
+                 if _OPTIMIZER_APPLY.match(a.type)]
   owners: Dict[str, tf.Operation] = {}
   prefixes: List[str] = []
   for apply_op in apply_ops:
@@ -201,19 +208,22 @@ def find_train_ops(graph) -> Tuple[tf.Operation, ...]:
   The ``train_op`` collection is filled by slim's ``create_train_op`` and also
   by every ``Optimizer.apply_gradients`` call (with its own op, the global
   step's ``AssignAdd`` when there is a global step). An entry that another
-  entry runs is part of that train op, not a train op of its own, so it is
-  dropped: a slim graph yields slim's train op alone. Without the collection,
-  a train op is an op that runs optimizer apply ops (through data or control
-  edges) and that nothing else runs.
+  entry runs through control dependencies (as slim's train op waits for the
+  ``AssignAdd``) is part of that train op, not a train op of its own, so it
+  is dropped: a slim graph yields slim's train op alone. Without the
+  collection, a train op is an op that runs optimizer apply ops (through data
+  or control edges) and that nothing else runs.
   """
   listed = []
   for item in graph.get_collection(tf.compat.v1.GraphKeys.TRAIN_OP):
     op = _as_op(item)
     if op is not None and op.graph is graph and op not in listed:
       listed.append(op)
-  if listed:
+  if len(listed) > 1:
     run_by_others = _strict_ancestors(listed)
     return tuple(op for op in listed if op not in run_by_others)
+  if listed:
+    return tuple(listed)
   ops = graph.get_operations()
   apply_ops = {op for op in ops if _OPTIMIZER_APPLY.match(op.type)}
   if not apply_ops:
@@ -240,15 +250,26 @@ def _parents(op) -> List[tf.Operation]:
 
 
 def _strict_ancestors(ops: List[tf.Operation]) -> set:
-  """Ops that some op of ``ops`` runs (data or control), in one walk."""
-  seen = set()
+  """Ops that some op of ``ops`` waits for through control dependencies.
+
+  Only control edges are followed (and, from an op reached that way, its
+  control edges again): that is how a train op runs the optimizer's update,
+  and it keeps the walk away from the loss's (large) data ancestry.
+  """
+  return _control_closure(ops, include_starts=False)
+
+
+def _control_closure(ops: List[tf.Operation], include_starts: bool = True
+                     ) -> set:
+  """``ops`` and every op they wait for through control edges alone."""
+  seen = set(ops) if include_starts else set()
   queue = collections.deque()
   for op in ops:
-    queue.extend(_parents(op))
+    queue.extend(op.control_inputs)
   while queue:
     current = queue.popleft()
     if current in seen:
       continue
     seen.add(current)
-    queue.extend(p for p in _parents(current) if p not in seen)
+    queue.extend(p for p in current.control_inputs if p not in seen)
   return seen

@@ -184,9 +184,23 @@ def run_command(command: Sequence[str], on_missing: str = "raise") -> int:
     finally:
       for signum, handler in previous.items():
         signal.signal(signum, handler)
+    _report_coverage(os.listdir(directory))
   finally:
     shutil.rmtree(directory, ignore_errors=True)
   return status if status >= 0 else 128 - status
+
+
+def _report_coverage(markers: Sequence[str]) -> None:
+  """Warns when the guard never reached the command's optimizers."""
+  if not any(m.startswith("loaded-") for m in markers):
+    sys.stderr.write(
+        "safetrain run: warning: no Python process of the command loaded the "
+        "guard (not Python, or run with -I, -E or -S?); nothing was "
+        "checked.\n")
+  elif not any(m.startswith("guarded-") for m in markers):
+    sys.stderr.write(
+        "safetrain run: warning: the command never loaded TensorFlow's TF1 "
+        "optimizers; nothing was checked.\n")
 
 
 def main(argv: Sequence[str]) -> int:

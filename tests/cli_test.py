@@ -162,10 +162,14 @@ class RunCommandTest(absltest.TestCase):
     self.report = os.path.join(self.directory, "report.json")
 
   def _run(self, args, **env):
-    with mock.patch.dict(os.environ, CHILD_REPORT=self.report, **env):
+    err = io.StringIO()
+    with mock.patch.dict(os.environ, CHILD_REPORT=self.report, **env), \
+        contextlib.redirect_stderr(err):
       status = cli.run_command([sys.executable, "-c", _CHILD] + args, "add")
     with open(self.report) as f:
-      return status, json.load(f)
+      seen = json.load(f)
+    seen["parent_stderr"] = err.getvalue()
+    return status, seen
 
   def test_arguments_status_and_policy_pass_through(self):
     status, seen = self._run(["--lr=0.1", "data dir", "--", "-x"],
@@ -175,6 +179,17 @@ class RunCommandTest(absltest.TestCase):
     self.assertEqual(seen["policy"], "add")
     self.assertIn("_Hook", seen["hooked"])
     self.assertFalse(seen["tensorflow_loaded"])  # Nothing heavy up front.
+    self.assertEqual(seen["parent_stderr"],
+                     "safetrain run: warning: the command never loaded "
+                     "TensorFlow's TF1 optimizers; nothing was checked.\n")
+
+  def test_warns_when_no_python_process_loaded_the_guard(self):
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+      status = cli.run_command([sys.executable, "-I", "-c", "pass"])
+    self.assertEqual(status, 0)
+    self.assertIn("no Python process of the command loaded the guard",
+                  err.getvalue())
 
   def test_existing_sitecustomize_still_runs(self):
     theirs = os.path.join(self.directory, "theirs")
@@ -216,6 +231,7 @@ class RunCommandTest(absltest.TestCase):
         r"compute_gradients: the loss being optimized leaves out 2 of 2 "
         r"regularization losses")
     self.assertIn("'conv1/kernel/Regularizer/l2_regularizer:0'", result.stderr)
+    self.assertNotIn("nothing was checked", result.stderr)
     self.assertFalse(os.path.exists(logdir) and any(
         f.endswith(".meta") for f in os.listdir(logdir)))
 
