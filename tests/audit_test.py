@@ -183,6 +183,16 @@ class StatusesTest(parameterized.TestCase):
     self.assertEqual({t.status for t in report.terms}, {expected})
     self.assertEqual(result.exit_code, 0 if include else 1)
 
+  def test_train_op_that_updates_nothing_is_not_checked(self):
+    def build():
+      _model()
+      tf.compat.v1.add_to_collection(tf.compat.v1.GraphKeys.TRAIN_OP,
+                                     tf.no_op(name="fake_train"))
+    result = _audit.audit_meta_graph(_export(self.directory, "m", build))
+    self.assertEqual([a.name for a in result.unchecked], ["fake_train"])
+    self.assertEqual(result.exit_code, _audit.EXIT_BAD_INPUT)
+    self.assertIn("NOT CHECKED: it runs no optimizer apply op", result.to_text())
+
   def test_never_runs_the_graph_or_py_func_bodies(self):
     calls = []
 
