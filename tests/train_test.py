@@ -83,7 +83,7 @@ class CreateTrainOpTest(absltest.TestCase):
   def test_add_adds_the_missing_terms_and_logs(self):
     with tf.Graph().as_default():
       loss = helpers.cross_entropy()
-      with self.assertLogs(level="INFO") as logs:
+      with self.assertLogs(logger="absl", level="INFO") as logs:
         train_op = safetrain.create_train_op_safe(loss, _sgd(),
                                                   on_missing="add")
       trace = safetrain.trace_train_op(train_op)
