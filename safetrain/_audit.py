@@ -352,7 +352,7 @@ class _OpVariable:
     self.name = op.name + ":0"
 
 
-def _audit_train_op(op, graph) -> TrainOpAudit:
+def _audit_train_op(op, graph, memo: _graph.Memo) -> TrainOpAudit:
   trace = _trace.trace_train_op(op)
   owners = {o.name: v for o, v in _graph.variable_key_ops(
       _check.all_variables(graph)).items()}
@@ -365,7 +365,7 @@ def _audit_train_op(op, graph) -> TrainOpAudit:
     problem = ("could not find the loss it minimizes (no create_train_op "
                "result and no gradients seed among its inputs).")
   reports = () if problem else tuple(
-      _analyze_imported(loss, variables) for loss in trace.losses)
+      _analyze_imported(loss, variables, memo) for loss in trace.losses)
   return TrainOpAudit(name=op.name, op_type=op.type, variables=trace.variables,
                       reports=reports, problem=problem)
 
@@ -392,11 +392,12 @@ class _SavedRegularization:
     self.dtype = tensor.dtype
 
 
-def _analyze_imported(loss, variables) -> _report.RegularizationReport:
+def _analyze_imported(loss, variables,
+                      memo: _graph.Memo) -> _report.RegularizationReport:
   """``_check.analyze`` for a loss of an imported graph (see above)."""
   saved = [_SavedRegularization(t)
            for t in _check.regularization_losses(loss.graph)]
-  report = _check.analyze(loss, variables, regularization=saved)
+  report = _check.analyze(loss, variables, regularization=saved, memo=memo)
   terms = tuple(
       dataclasses.replace(t, tensor=s._master_tensor)  # pylint: disable=protected-access
       for t, s in zip(report.terms, saved))
@@ -443,8 +444,9 @@ def audit_meta_graph(path: str) -> AuditResult:
         f" losses [{_listing(found['losses'])}], collections "
         f"[{_listing(found['collections'])}]. Is it an inference graph?",
         meta_path, found)
+  memo = _graph.Memo()  # Shared by the train ops of this one graph.
   return AuditResult(
       path=meta_path,
       tensorflow_version=_printable(
           meta_graph_def.meta_info_def.tensorflow_version),
-      train_ops=tuple(_audit_train_op(op, graph) for op in train_ops))
+      train_ops=tuple(_audit_train_op(op, graph, memo) for op in train_ops))

@@ -11,6 +11,7 @@ Everything reads the graph (see ``_graph``); nothing here adds to it.
 
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
+from absl import logging
 import tensorflow as tf
 
 from safetrain import _args
@@ -42,6 +43,11 @@ def regularization_losses(graph, scope: Optional[str] = None) -> List:
   result = []
   for tensor in graph.get_collection(
       tf.compat.v1.GraphKeys.REGULARIZATION_LOSSES):
+    if not hasattr(tensor, "value_index"):
+      logging.warning(
+          "REGULARIZATION_LOSSES holds %r, which is not a tensor; it is "
+          "skipped (only tensors can be added to a loss).", tensor)
+      continue
     tensor_key = _graph.key(tensor)  # A lazy tensor is keyed by its master.
     if tensor_key in seen or not in_scope(tensor.name, scope):
       continue
@@ -63,21 +69,23 @@ def _variable_name(variable) -> str:
   return variable.op.name
 
 
-def _regularized_variables(tensor, graph, owners: Dict) -> Tuple:
+def _regularized_variables(tensor, graph, owners: Dict,
+                           memo: _graph.Memo) -> Tuple:
   """The variables (of ``owners``) a regularization loss depends on."""
   if _graph.is_lazy_tensor(tensor):
     tensor = tensor._master_tensor  # pylint: disable=protected-access
-  if tensor.graph is not graph:
-    starts = _graph.captured_outer_tensors(tensor, graph)
-  else:
-    starts = (tensor,)
-  walk = _graph.Walk(starts, differentiable=True)
-  seen = {}
-  for op in walk.ops:
-    variable = owners.get(op)
-    if variable is not None:
-      seen[op.name] = variable
-  return tuple(seen[name] for name in sorted(seen))
+  tensor_key = _graph.key(tensor)
+  leaves = memo.leaves.get(tensor_key)
+  if leaves is None:
+    if tensor.graph is not graph:
+      starts = _graph.captured_outer_tensors(tensor, graph)
+    else:
+      starts = (tensor,)
+    walk = _graph.Walk(starts, differentiable=True)
+    leaves = memo.leaves[tensor_key] = tuple(
+        sorted((op for op in walk.ops if not op.inputs),
+               key=lambda op: op.name))
+  return tuple(owners[op] for op in leaves if op in owners)
 
 
 def _describe(loss) -> str:
@@ -88,9 +96,15 @@ def _describe(loss) -> str:
 def analyze(loss, variables_to_train: Sequence, *,
             regularization: Optional[Sequence] = None,
             expected_coefficient: Optional[float] = None,
-            with_coefficients: bool = False) -> _report.RegularizationReport:
-  """The report for ``loss``, whose arguments are already validated."""
+            with_coefficients: bool = False,
+            memo: Optional[_graph.Memo] = None
+            ) -> _report.RegularizationReport:
+  """The report for ``loss``, whose arguments are already validated.
+
+  ``memo`` may be shared by analyses of one graph (an audit's train ops).
+  """
   graph = loss.graph
+  memo = memo if memo is not None else _graph.Memo()
   if regularization is None:
     regularization = regularization_losses(graph)
   trained_owners = _graph.variable_key_ops(variables_to_train)
@@ -104,20 +118,20 @@ def analyze(loss, variables_to_train: Sequence, *,
   terms = []
   included_keys = {}
   for tensor in regularization:
-    variables = _regularized_variables(tensor, graph, all_owners)
+    variables = _regularized_variables(tensor, graph, all_owners, memo)
     required = any(v.op in trained_owners for v in variables)
     names = tuple(_variable_name(v) for v in variables)
     if tensor.graph is not graph:
       status = Status.UNREACHABLE
     else:
-      copies = _copies(tensor, walk)
+      copies = _copies(tensor, walk, memo)
       if copies:
         status = Status.INCLUDED
         included_keys[len(terms)] = copies
       else:
         if data_walk is None:
           data_walk = _graph.Walk([loss], differentiable=False)
-        if _copies(tensor, data_walk):
+        if _copies(tensor, data_walk, memo):
           status = Status.BLOCKED
         else:
           status = Status.MISSING if required else Status.FROZEN
@@ -148,9 +162,9 @@ def _replace_coefficient(term, coefficient):
       required=term.required, coefficient=coefficient, tensor=term.tensor)
 
 
-def _copies(tensor, walk) -> Tuple:
+def _copies(tensor, walk, memo) -> Tuple:
   if _graph.is_lazy_tensor(tensor):
-    return _graph.lazy_copies(tensor, walk)
+    return _graph.lazy_copies(tensor, walk, memo)
   tensor_key = _graph.key(tensor)
   return (tensor_key,) if tensor_key in walk.reached else ()
 

@@ -23,6 +23,7 @@ _GRADIENT_REGISTRY = getattr(_tf_ops, "gradient_registry", None) or getattr(
 
 __all__ = (
     "TensorKey",
+    "Memo",
     "Walk",
     "captured_outer_tensors",
     "carries_gradient",
@@ -229,14 +230,31 @@ def captured_outer_tensors(tensor, outer_graph) -> Tuple[object, ...]:
   return tuple(found)
 
 
-def _attrs(op) -> Tuple:
-  return tuple(sorted(
-      (name, value.SerializeToString(deterministic=True))
-      for name, value in op.node_def.attr.items()
-      if not name.startswith("_")))
+class Memo:
+  """Results about a graph's ops that stay true while the graph only grows.
+
+  One analysis, or several over one graph (an audit checks each train op),
+  share a memo so that no regularizer is examined twice.
+  """
+
+  def __init__(self):
+    self.attrs: Dict[tf.Operation, Tuple] = {}
+    self.depth_and_leaves: Dict[TensorKey, Tuple] = {}
+    self.leaves: Dict[TensorKey, Tuple[tf.Operation, ...]] = {}
+
+  def op_attrs(self, op) -> Tuple:
+    """``op``'s public attributes, serialized, for comparing computations."""
+    found = self.attrs.get(op)
+    if found is None:
+      found = tuple(sorted(
+          (name, value.SerializeToString(deterministic=True))
+          for name, value in op.node_def.attr.items()
+          if not name.startswith("_")))
+      self.attrs[op] = found
+    return found
 
 
-def _same_computation(a, b, depth: int) -> bool:
+def _same_computation(a, b, depth: int, memo: Memo) -> bool:
   """Whether tensors ``a`` and ``b`` compute the same value the same way.
 
   Names and private attributes (colocation, for one) are ignored; leaves
@@ -253,13 +271,15 @@ def _same_computation(a, b, depth: int) -> bool:
   inputs_a, inputs_b = op_a.inputs, op_b.inputs
   if not inputs_a and op_a.type != "Const":
     return False  # Distinct variables or placeholders.
-  if len(inputs_a) != len(inputs_b) or _attrs(op_a) != _attrs(op_b):
+  if (len(inputs_a) != len(inputs_b) or
+      memo.op_attrs(op_a) != memo.op_attrs(op_b)):
     return False
-  return all(_same_computation(x, y, depth - 1)
+  return all(_same_computation(x, y, depth - 1, memo)
              for x, y in zip(inputs_a, inputs_b))
 
 
-def lazy_copies(lazy_tensor, walk: Walk) -> Tuple[TensorKey, ...]:
+def lazy_copies(lazy_tensor, walk: Walk,
+                memo: Optional[Memo] = None) -> Tuple[TensorKey, ...]:
   """Keys in ``walk`` of tensors built by converting ``lazy_tensor``.
 
   Each conversion of a lazy regularizer builds the same small computation
@@ -273,7 +293,11 @@ def lazy_copies(lazy_tensor, walk: Walk) -> Tuple[TensorKey, ...]:
   master_key = key(master)
   if master_key in walk.reached:
     return (master_key,)
-  depth, leaves = _depth_and_leaves(master)
+  memo = memo if memo is not None else Memo()
+  found_depth = memo.depth_and_leaves.get(master_key)
+  if found_depth is None:
+    found_depth = memo.depth_and_leaves[master_key] = _depth_and_leaves(master)
+  depth, leaves = found_depth
   found = []
   frontier = set(leaves)
   seen = set(frontier)
@@ -288,7 +312,8 @@ def lazy_copies(lazy_tensor, walk: Walk) -> Tuple[TensorKey, ...]:
     for op in following:
       candidate_key = (op, master.value_index)
       if (op.type == master.op.type and candidate_key in walk.reached and
-          _same_computation(op.outputs[master.value_index], master, depth)):
+          _same_computation(op.outputs[master.value_index], master, depth,
+                            memo)):
         found.append(candidate_key)
     frontier = following
   return tuple(found)

@@ -347,6 +347,18 @@ class MatchingTest(absltest.TestCase):
     self.assertLen(report.terms, 2)
 
 
+class CollectionTest(absltest.TestCase):
+
+  def test_an_op_in_the_collection_is_skipped_not_a_crash(self):
+    with tf.Graph().as_default():
+      loss = helpers.cross_entropy()
+      tf.compat.v1.add_to_collection(REG, tf.no_op(name="not_a_loss"))
+      with self.assertLogs(logger="absl", level="WARNING") as logs:
+        report = safetrain.check_regularization(loss)
+    self.assertLen(report.terms, 2)
+    self.assertIn("not_a_loss", "\n".join(logs.output))
+
+
 class ScopeTest(parameterized.TestCase):
 
   @parameterized.parameters(
