@@ -27,6 +27,7 @@ import tensorflow as tf
 import tf_slim
 
 from safetrain import _audit
+from safetrain import _graph
 from safetrain import _trace
 
 _SIZES = flags.DEFINE_list("sizes", ["10000", "100000", "300000"],
@@ -113,7 +114,8 @@ def measure(path: str, repeats: int):
 
   def analyze():
     train_ops = _trace.find_train_ops(graph)
-    return [_audit._audit_train_op(op, graph) for op in train_ops]
+    memo = _graph.Memo()  # Fresh each time: nothing carries over.
+    return [_audit._audit_train_op(op, graph, memo) for op in train_ops]
 
   analysis_s, audits = _best(analyze, repeats)
   missing = sorted(len(a.missing) for a in audits)
