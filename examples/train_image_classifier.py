@@ -25,6 +25,20 @@ Examples:
         --checkpoint_exclude_scopes=MobilenetV2/Logits \
         --trainable_scopes=MobilenetV2/Logits
 
+    # Two clones on one machine (each takes half of --batch_size; the
+    # regularization is added once, see safetrain.sum_clone_losses):
+    python examples/train_image_classifier.py --train_dir=/tmp/digits \
+        --num_clones=2 --clone_on_cpu
+
+    # Synchronous data parallelism, one parameter server and two workers
+    # (or set TF_CONFIG instead of the four cluster flags):
+    HOSTS="--ps_hosts=host0:2222 --worker_hosts=host1:2222,host2:2222"
+    python examples/train_image_classifier.py $HOSTS --job_name=ps
+    python examples/train_image_classifier.py $HOSTS --job_name=worker \
+        --task_index=0 --sync_replicas --train_dir=/tmp/digits  # chief
+    python examples/train_image_classifier.py $HOSTS --job_name=worker \
+        --task_index=1 --sync_replicas --train_dir=/tmp/digits
+
 Progress goes to stderr every --log_every_n_steps (step, task, regularization
 and total loss, steps/sec, time left); TensorBoard summaries and checkpoints
 go to --train_dir. A trainer that is killed and started again with the same
@@ -55,6 +69,7 @@ import safetrain.slim as slim  # The only change a slim trainer needs.
 
 from examples import common_flags
 from examples import datasets
+from examples import distributed  # --num_clones, --ps_hosts, ...
 from examples.nets import nets_factory
 
 _WEIGHT_DECAY = flags.DEFINE_float(
@@ -85,7 +100,9 @@ _ON_MISSING_REGULARIZATION = flags.DEFINE_enum(
 for _name in ("train_dir", "checkpoint_path", "model_name", "depth_multiplier",
               "dataset_name", "dataset_dir", "dataset_split_name",
               "num_classes", "batch_size", "train_image_size", "optimizer",
-              "learning_rate", "momentum", "seed"):
+              "learning_rate", "momentum", "seed", "num_clones",
+              "clone_on_cpu", "ps_hosts", "worker_hosts", "job_name",
+              "task_index", "sync_replicas", "replicas_to_aggregate"):
   flags.declare_key_flag(_name)
 
 
@@ -115,6 +132,11 @@ class TrainConfig:
   checkpoint_exclude_scopes: Sequence[str] = ()
   on_missing_regularization: str = "add"
   seed: Optional[int] = None
+  num_clones: int = 1
+  clone_on_cpu: bool = False
+  cluster: Optional[distributed.Cluster] = None  # None: one machine.
+  sync_replicas: bool = False
+  replicas_to_aggregate: Optional[int] = None
 
 
 def config_from_flags() -> TrainConfig:
@@ -141,7 +163,12 @@ def config_from_flags() -> TrainConfig:
       checkpoint_path=common_flags.CHECKPOINT_PATH.value,
       checkpoint_exclude_scopes=tuple(_CHECKPOINT_EXCLUDE_SCOPES.value),
       on_missing_regularization=_ON_MISSING_REGULARIZATION.value,
-      seed=common_flags.SEED.value)
+      seed=common_flags.SEED.value,
+      num_clones=distributed.NUM_CLONES.value,
+      clone_on_cpu=distributed.CLONE_ON_CPU.value,
+      cluster=distributed.cluster_from_flags(),
+      sync_replicas=distributed.SYNC_REPLICAS.value,
+      replicas_to_aggregate=distributed.REPLICAS_TO_AGGREGATE.value)
 
 
 # --- Graph building: small functions, one clone's model at a time -------------
@@ -225,6 +252,7 @@ class TrainPieces(NamedTuple):
   learning_rate: tf.Tensor
   logits: tf.Tensor
   report: safetrain.RegularizationReport  # Of the loss actually optimized.
+  optimizer: Optional[tf.compat.v1.train.Optimizer] = None
 
 
 def regularization_loss_sum() -> tf.Tensor:
@@ -243,21 +271,42 @@ def build_train_op(config: TrainConfig, images: tf.Tensor, labels: tf.Tensor,
   being safetrain's, applies --on_missing_regularization.
   """
   global_step = tf.compat.v1.train.get_or_create_global_step()
-  model = build_model_loss(make_network_fn(config, num_classes), images,
-                           labels)
+  network_fn = make_network_fn(config, num_classes)
+  loss = None  # One device: the task loss, as in the seed's code.
+  if config.num_clones > 1:
+    if config.batch_size % config.num_clones:
+      raise ValueError(f"--batch_size={config.batch_size} is not a "
+                       f"multiple of --num_clones={config.num_clones}.")
+    shares = iter(zip(tf.split(images, config.num_clones),
+                      tf.split(labels, config.num_clones)))
+    clones = safetrain.create_clones(
+        lambda: build_model_loss(network_fn, *next(shares)),
+        num_clones=config.num_clones, clone_on_cpu=config.clone_on_cpu)
+    clone_losses = [safetrain.clone_loss(c) for c in clones]
+    # Data / N per clone, regularization once (raises if counted twice).
+    loss = safetrain.sum_clone_losses(clone_losses)
+    model = ModelLoss(clones[0].outputs.logits, tf.math.truediv(
+        tf.add_n(clone_losses), float(config.num_clones)))
+  else:
+    model = build_model_loss(network_fn, images, labels)
   learning_rate = tf.constant(config.learning_rate, tf.float32,
                               name="constant_learning_rate")
   optimizer = configure_optimizer(config.optimizer, learning_rate,
                                   config.momentum)
+  optimizer = distributed.sync_optimizer(
+      optimizer, config.cluster or distributed.Cluster(),
+      sync_replicas=config.sync_replicas,
+      replicas_to_aggregate=config.replicas_to_aggregate)
   variables = variables_to_train(config.trainable_scopes)
   train_op = slim.learning.create_train_op(
-      model.task_loss, optimizer, global_step=global_step,
-      variables_to_train=variables,
+      model.task_loss if loss is None else loss, optimizer,
+      global_step=global_step, variables_to_train=variables,
+      colocate_gradients_with_ops=config.num_clones > 1,
       on_missing=config.on_missing_regularization)
   report = safetrain.check_regularization(train_op, variables)
   return TrainPieces(train_op, global_step, model.task_loss,
                      regularization_loss_sum(), learning_rate, model.logits,
-                     report)
+                     report, optimizer)
 
 
 def add_summaries(pieces: TrainPieces) -> None:
@@ -372,6 +421,11 @@ def train(config: TrainConfig) -> int:
   and ``safetrain.MissingRegularizationError`` with
   ``on_missing_regularization="raise"`` when the loss leaves out weight decay.
   """
+  cluster = config.cluster or distributed.Cluster()
+  if cluster.is_ps:
+    distributed.serve(cluster)  # Never returns.
+  server = (distributed.start_server(cluster) if cluster.is_distributed
+            else None)
   image_size = (config.train_image_size or
                 nets_factory.default_image_size(config.model_name))
   info = datasets.get_dataset(config.dataset_name, config.dataset_dir,
@@ -389,11 +443,15 @@ def train(config: TrainConfig) -> int:
   with tf.Graph().as_default():
     if config.seed is not None:
       tf.compat.v1.set_random_seed(config.seed)
-    dataset = datasets.build_dataset(info, image_size, config.batch_size,
-                                     seed=config.seed)
-    images, labels = tf.compat.v1.data.make_one_shot_iterator(
-        dataset).get_next()
-    pieces = build_train_op(config, images, labels, info.num_classes)
+    # Variables on the parameter servers (if any), the rest here.
+    with tf.compat.v1.device(distributed.device_setter(cluster)):
+      dataset = datasets.build_dataset(
+          info, image_size, config.batch_size,
+          seed=None if config.seed is None else
+          config.seed + cluster.task_index)  # Workers see other batches.
+      images, labels = tf.compat.v1.data.make_one_shot_iterator(
+          dataset).get_next()
+      pieces = build_train_op(config, images, labels, info.num_classes)
     logging.info(
         "Regularization: the optimized loss includes %d of %d regularization "
         "losses (on_missing=%s).",
@@ -405,19 +463,28 @@ def train(config: TrainConfig) -> int:
     scaffold = tf.compat.v1.train.Scaffold(init_fn=init_fn)
     hooks = [ProgressHook(pieces, config.log_every_n_steps,
                           config.max_number_of_steps)]
+    hooks += distributed.sync_hooks(pieces.optimizer, cluster)
     if config.max_number_of_steps:
       hooks.append(tf.compat.v1.train.StopAtStepHook(
           last_step=config.max_number_of_steps))
     # The CheckpointSaverHook saves every save_interval_secs and, on a clean
     # end, at the last step; Saver writes each checkpoint atomically.
     with tf.compat.v1.train.MonitoredTrainingSession(
+        master=server.target if server else "",
+        is_chief=cluster.is_chief,
+        config=distributed.session_config(cluster),
         checkpoint_dir=config.train_dir, scaffold=scaffold, hooks=hooks,
+        # Not 120 s: the chief's sync-replicas queue runner never ends.
+        stop_grace_period_secs=5,
         save_checkpoint_secs=config.save_interval_secs,
         save_summaries_secs=config.save_summaries_secs,
         save_summaries_steps=None, log_step_count_steps=None) as session:
       while not session.should_stop():
         session.run(pieces.train_op)
     final = tf.train.latest_checkpoint(config.train_dir)
+  if not cluster.is_chief:  # Only the chief saves checkpoints.
+    logging.info("Worker %d done.", cluster.task_index)
+    return 0
   step = checkpoint_step(final)
   logging.info("Done at global step %d; saved %s.", step, final)
   return step
