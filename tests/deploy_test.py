@@ -392,5 +392,38 @@ def _in_strategy_scope(function):
     return function()
 
 
+class TrainerClonesTest(absltest.TestCase):
+  """examples/train_image_classifier.py with --num_clones (graph only)."""
+
+  def test_num_clones_optimizes_the_sum_of_clone_losses(self):
+    from examples import train_image_classifier as trainer  # pylint: disable=g-import-not-at-top
+    config = trainer.TrainConfig(
+        train_dir="/unused", model_name="lenet", depth_multiplier=0.25,
+        weight_decay=1e-3, batch_size=8, num_clones=2, clone_on_cpu=True)
+    with tf.Graph().as_default() as graph:
+      images = tf.compat.v1.placeholder(tf.float32, [None, 32, 32, 3])
+      labels = tf.compat.v1.placeholder(tf.int64, [None])
+      pieces = trainer.build_train_op(config, images, labels, num_classes=10)
+      total = graph.get_tensor_by_name("total_loss:0")
+      report = safetrain.assert_counted_once(total)
+      scaled = sorted(op.name for op in graph.get_operations()
+                      if op.name.endswith("scaled_clone_loss"))
+    self.assertTrue(pieces.report.ok)
+    self.assertLen(report.terms, 4)
+    self.assertEqual({t.coefficient for t in report.terms}, {1.0})
+    self.assertEqual(scaled, ["clone_0/scaled_clone_loss",
+                              "clone_1/scaled_clone_loss"])
+
+  def test_batch_must_split_evenly(self):
+    from examples import train_image_classifier as trainer  # pylint: disable=g-import-not-at-top
+    config = trainer.TrainConfig(train_dir="/unused", model_name="lenet",
+                                 batch_size=9, num_clones=2)
+    with tf.Graph().as_default():
+      images = tf.compat.v1.placeholder(tf.float32, [None, 32, 32, 3])
+      labels = tf.compat.v1.placeholder(tf.int64, [None])
+      with self.assertRaisesRegex(ValueError, "not a multiple of"):
+        trainer.build_train_op(config, images, labels, num_classes=10)
+
+
 if __name__ == "__main__":
   absltest.main()

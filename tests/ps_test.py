@@ -18,7 +18,9 @@ import sys
 import tempfile
 import time
 
+from absl import flags
 from absl.testing import absltest
+from absl.testing import flagsaver
 from absl.testing import parameterized
 import numpy as np
 import tensorflow as tf
@@ -330,6 +332,36 @@ class ClusterFromTest(parameterized.TestCase):
     config = distributed.session_config(cluster)
     self.assertEqual(list(config.device_filters),
                      ["/job:ps", "/job:worker/task:1"])
+
+
+class TrainerFlagsTest(absltest.TestCase):
+  """examples/train_image_classifier.py reads the cluster flags."""
+
+  def test_distributed_flags_reach_the_config(self):
+    from examples import train_image_classifier as trainer  # pylint: disable=g-import-not-at-top
+    saved = flagsaver.save_flag_values()
+    was_parsed = flags.FLAGS.is_parsed()
+    try:
+      flags.FLAGS.unparse_flags()
+      flags.FLAGS([
+          "trainer", "--ps_hosts=127.0.0.1:1",
+          "--worker_hosts=127.0.0.1:2,127.0.0.1:3", "--job_name=worker",
+          "--task_index=1", "--sync_replicas", "--replicas_to_aggregate=2",
+          "--num_clones=2", "--clone_on_cpu"])
+      config = trainer.config_from_flags()
+    finally:
+      flags.FLAGS.unparse_flags()
+      flagsaver.restore_flag_values(saved)
+      if was_parsed:
+        flags.FLAGS.mark_as_parsed()
+    self.assertEqual((config.num_clones, config.clone_on_cpu), (2, True))
+    self.assertEqual((config.sync_replicas, config.replicas_to_aggregate),
+                     (True, 2))
+    self.assertEqual(config.cluster, distributed.Cluster(
+        jobs={"ps": ["127.0.0.1:1"],
+              "worker": ["127.0.0.1:2", "127.0.0.1:3"]},
+        job_name="worker", task_index=1))
+    self.assertFalse(config.cluster.is_chief)
 
 
 if __name__ == "__main__":
