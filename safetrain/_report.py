@@ -187,8 +187,8 @@ class RegularizationReport:
     terms = self.overcounted
     lines = [
         f"{caller}: the loss being optimized counts {len(terms)} "
-        "regularization losses more often than once, so weight decay is "
-        "stronger than configured.",
+        f"regularization loss{'es' if len(terms) != 1 else ''} more often "
+        "than once, so weight decay is stronger than configured.",
         f"  optimized loss:  {self.loss_description}",
     ]
     for term in terms[:MESSAGE_LIMIT]:
@@ -199,5 +199,8 @@ class RegularizationReport:
                    "(see error.overcounted)")
     lines.append(
         "Fix: add regularization once, not in every clone's loss:\n"
-        "    loss = safetrain.sum_clone_losses(clone_losses)")
+        "    loss = safetrain.sum_clone_losses(clone_losses)\n"
+        "and build a single-device loss with safetrain.total_loss_from(loss),"
+        " which never adds a term twice.")
+    lines.append('To count them so on purpose, pass on_missing="warn".')
     return "\n".join(lines)

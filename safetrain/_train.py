@@ -48,13 +48,15 @@ def _add_terms(loss, terms: Sequence, name: str):
 
 
 def enforce(loss, variables_to_train: Optional[Iterable], on_missing: str,
-            caller: str, *, expected_coefficient: Optional[float] = None):
+            caller: str, *, expected_coefficient: Optional[float] = 1.0):
   """Checks ``loss`` and acts on the result as ``on_missing`` says.
 
   Returns the loss to optimize: ``loss`` itself, or with ``on_missing="add"``
   the loss plus the terms it left out. Raises ``MissingRegularizationError``
-  (or, with an ``expected_coefficient``, ``DoubleCountedRegularizationError``)
-  as the policy requires.
+  for terms left out and ``DoubleCountedRegularizationError`` for terms
+  whose coefficient in the loss, where the graph shows it, exceeds
+  ``expected_coefficient`` (1: counted once; None skips that check). With
+  ``on_missing="warn"`` both only warn.
   """
   _args.on_missing(on_missing, caller)
   _args.require_graph_mode(caller)
@@ -64,8 +66,11 @@ def enforce(loss, variables_to_train: Optional[Iterable], on_missing: str,
                           expected_coefficient=expected_coefficient,
                           with_coefficients=expected_coefficient is not None)
   if report.overcounted:
-    raise _errors.DoubleCountedRegularizationError(
-        report.overcounted_message(caller), report)
+    if on_missing != "warn":
+      raise _errors.DoubleCountedRegularizationError(
+          report.overcounted_message(caller), report)
+    warnings.warn(report.overcounted_message(caller),
+                  MissingRegularizationWarning, stacklevel=3)
   missing = report.missing
   if not missing:
     return loss

@@ -107,6 +107,32 @@ class CreateTrainOpTest(absltest.TestCase):
       traced, = safetrain.trace_train_op(train_op).losses
       self.assertLen(safetrain.check_regularization(traced).missing, 2)
 
+  def test_regularization_added_twice_raises_and_names_the_terms(self):
+    with tf.Graph().as_default():
+      loss = helpers.cross_entropy()
+      reg = tf.add_n(helpers.regularization())
+      error = helpers.assert_error(
+          self, safetrain.DoubleCountedRegularizationError,
+          r"counts 2 regularization losses more often than once.*"
+          r"counted x2 \(expected x1\): "
+          r"'conv1/kernel/Regularizer/l2_regularizer:0'",
+          safetrain.create_train_op_safe, loss + reg + reg, _sgd())
+      self.assertEqual([t.coefficient for t in error.overcounted], [2.0, 2.0])
+      with self.assertWarnsRegex(safetrain.MissingRegularizationWarning,
+                                 "more often than once"):
+        safetrain.create_train_op_safe(loss + reg + reg, _sgd(),
+                                       on_missing="warn")
+
+  def test_get_total_loss_with_a_duplicated_entry_raises(self):
+    with tf.Graph().as_default():
+      helpers.cross_entropy()
+      tf.compat.v1.add_to_collection(REG, helpers.regularization()[0])
+      helpers.assert_error(
+          self, safetrain.DoubleCountedRegularizationError,
+          r"counts 1 regularization loss more often than once",
+          safetrain.create_train_op_safe,
+          tf.compat.v1.losses.get_total_loss(), _sgd())
+
   def test_add_cannot_fix_a_stop_gradient(self):
     with tf.Graph().as_default():
       loss = helpers.cross_entropy()
