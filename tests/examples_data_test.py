@@ -2,14 +2,10 @@
 
 import io
 import os
-import shutil
-import tempfile
 from unittest import mock
 
 from absl import app
-from absl import flags
 from absl.testing import absltest
-from absl.testing import flagsaver
 from absl.testing import parameterized
 import numpy as np
 from PIL import Image
@@ -18,6 +14,8 @@ import tensorflow as tf
 import safetrain  # pylint: disable=unused-import  (tf_slim on current TF)
 from examples import convert_image_folders
 from examples import datasets
+
+import helpers
 
 
 def make_image_folders(root: str, per_class: int = 4, classes=("cat", "dog",
@@ -38,26 +36,10 @@ def make_image_folders(root: str, per_class: int = 4, classes=("cat", "dog",
 
 
 def make_tempdir(test: absltest.TestCase) -> str:
-  """A fresh directory, removed after the test (works unparsed, in pytest)."""
-  path = tempfile.mkdtemp(prefix="safetrain_examples_")
-  test.addCleanup(shutil.rmtree, path, ignore_errors=True)
-  return path
+  return helpers.make_tempdir(test, prefix="safetrain_examples_")
 
 
-def parse_flags(test: absltest.TestCase, argv) -> None:
-  """Parses argv into the global flags; the test's cleanup restores them."""
-  saved = flagsaver.save_flag_values()
-  was_parsed = flags.FLAGS.is_parsed()
-
-  def restore():
-    flags.FLAGS.unparse_flags()
-    flagsaver.restore_flag_values(saved)
-    if was_parsed:
-      flags.FLAGS.mark_as_parsed()
-
-  test.addCleanup(restore)
-  flags.FLAGS.unparse_flags()
-  flags.FLAGS(argv)
+parse_flags = helpers.parse_flags
 
 
 def read_batches(make_dataset):

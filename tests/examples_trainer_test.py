@@ -8,16 +8,13 @@ started again.
 import dataclasses
 import os
 import re
-import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 
 from absl import flags
 from absl.testing import absltest
-from absl.testing import flagsaver
 from absl.testing import parameterized
 import numpy as np
 from PIL import Image
@@ -28,6 +25,8 @@ from examples import convert_image_folders
 from examples import datasets
 from examples import eval_image_classifier
 from examples import train_image_classifier as trainer
+
+import helpers
 
 _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _TRAINER = os.path.join(_REPO, "examples", "train_image_classifier.py")
@@ -44,25 +43,10 @@ def tiny_config(train_dir: str, **overrides) -> trainer.TrainConfig:
 
 
 def make_tempdir(test: absltest.TestCase) -> str:
-  path = tempfile.mkdtemp(prefix="safetrain_trainer_")
-  test.addCleanup(shutil.rmtree, path, ignore_errors=True)
-  return path
+  return helpers.make_tempdir(test, prefix="safetrain_trainer_")
 
 
-def parse_flags(test: absltest.TestCase, argv) -> None:
-  """Parses argv into the global flags; the test's cleanup restores them."""
-  saved = flagsaver.save_flag_values()
-  was_parsed = flags.FLAGS.is_parsed()
-
-  def restore():
-    flags.FLAGS.unparse_flags()
-    flagsaver.restore_flag_values(saved)
-    if was_parsed:
-      flags.FLAGS.mark_as_parsed()
-
-  test.addCleanup(restore)
-  flags.FLAGS.unparse_flags()
-  flags.FLAGS(argv)
+parse_flags = helpers.parse_flags
 
 
 def weights(checkpoint: str, name: str) -> np.ndarray:

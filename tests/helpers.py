@@ -1,8 +1,13 @@
 """Shared test helpers: graphs with slim regularizers, and message matching."""
 
 import re
+import shutil
+import tempfile
 from typing import Optional, Sequence, Type
 
+from absl import flags
+from absl.testing import absltest
+from absl.testing import flagsaver
 import numpy as np
 import tensorflow as tf
 
@@ -65,3 +70,26 @@ def session_config() -> tf.compat.v1.ConfigProto:
 def count_ops(graph: Optional[tf.Graph] = None) -> int:
   graph = graph or tf.compat.v1.get_default_graph()
   return len(graph.get_operations())
+
+
+def make_tempdir(test: absltest.TestCase, prefix: str = "safetrain_") -> str:
+  """A fresh directory, removed after the test (works unparsed, in pytest)."""
+  path = tempfile.mkdtemp(prefix=prefix)
+  test.addCleanup(shutil.rmtree, path, ignore_errors=True)
+  return path
+
+
+def parse_flags(test: absltest.TestCase, argv) -> None:
+  """Parses argv into the global flags; the test's cleanup restores them."""
+  saved = flagsaver.save_flag_values()
+  was_parsed = flags.FLAGS.is_parsed()
+
+  def restore():
+    flags.FLAGS.unparse_flags()
+    flagsaver.restore_flag_values(saved)
+    if was_parsed:
+      flags.FLAGS.mark_as_parsed()
+
+  test.addCleanup(restore)
+  flags.FLAGS.unparse_flags()
+  flags.FLAGS(argv)
