@@ -176,6 +176,47 @@ def _unknown_ops(meta_graph_def) -> List[str]:
                 if t not in functions and op_def_registry.get(t) is None)
 
 
+def _disallowed_attr(meta_graph_def) -> Optional[str]:
+  """The first node attribute outside its op's allowed values, if any.
+
+  TensorFlow checks some of these only with a CHECK in C++ while importing
+  (a constant whose tensor type differs from its dtype, fed to StridedSlice,
+  aborts the whole process), so an untrusted graph is checked here first.
+  """
+  graph_def = meta_graph_def.graph_def
+  nodes = list(graph_def.node)
+  for function in graph_def.library.function:
+    nodes.extend(function.node_def)
+  for node in nodes:
+    if node.op == "Const" and "value" in node.attr and "dtype" in node.attr:
+      if node.attr["value"].tensor.dtype != node.attr["dtype"].type:
+        return (f"constant {_printable(node.name, limit=80)!r} holds a "
+                "tensor of another type than its dtype attribute")
+    op_def = op_def_registry.get(node.op)
+    if op_def is None:
+      continue
+    for attr_def in op_def.attr:
+      allowed = attr_def.allowed_values
+      if not allowed.HasField("list") or attr_def.name not in node.attr:
+        continue
+      value = node.attr[attr_def.name]
+      if attr_def.type == "type":
+        given = [value.type] if value.WhichOneof("value") == "type" else []
+        permitted = set(allowed.list.type)
+      elif attr_def.type == "list(type)":
+        given = list(value.list.type)
+        permitted = set(allowed.list.type)
+      elif attr_def.type == "string":
+        given = [value.s] if value.WhichOneof("value") == "s" else []
+        permitted = set(allowed.list.s)
+      else:
+        continue
+      if any(v not in permitted for v in given):
+        return (f"node {_printable(node.name, limit=80)!r} ({node.op}) has "
+                f"attribute {attr_def.name} outside the values its op allows")
+  return None
+
+
 def load_meta_graph(path: str) -> Tuple[tf.Graph, meta_graph_pb2.MetaGraphDef,
                                         str]:
   """Imports the MetaGraph at ``path`` into a new graph, running nothing.
@@ -210,6 +251,10 @@ def load_meta_graph(path: str) -> Tuple[tf.Graph, meta_graph_pb2.MetaGraphDef,
         f"({tf.__version__}) does not know: {_listing(unknown)} (the file was "
         f"written by TensorFlow {written_by}); audit it with a TensorFlow "
         "that has these ops.", meta_path)
+  disallowed = _disallowed_attr(meta_graph_def)
+  if disallowed:
+    raise AuditInputError(
+        f"audit: {meta_path} is not a valid graph: {disallowed}.", meta_path)
   graph = tf.Graph()
   try:
     with graph.as_default():

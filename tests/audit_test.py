@@ -214,6 +214,49 @@ class StatusesTest(parameterized.TestCase):
     self.assertEqual(result.exit_code, 0)
 
 
+def _strided_slice_meta(directory: str, mutate) -> str:
+  """A tiny MetaGraph with a StridedSlice of constants, mutated, written."""
+  with tf.Graph().as_default():
+    x = tf.compat.v1.placeholder(tf.float32, [4], name="x")
+    tf.identity(x[1:3], name="sliced")
+    meta = tf.compat.v1.train.export_meta_graph()
+  mutate(meta)
+  path = os.path.join(directory, "model.ckpt-1.meta")
+  with open(path, "wb") as f:
+    f.write(meta.SerializeToString())
+  return path
+
+
+def _const_of_other_type(meta):
+  for node in meta.graph_def.node:
+    if node.op == "Const" and node.attr["dtype"].type == tf.int32.as_datatype_enum:
+      node.attr["value"].tensor.dtype = tf.float32.as_datatype_enum
+      return
+
+
+def _disallowed_index_type(meta):
+  for node in meta.graph_def.node:
+    if node.op == "StridedSlice":
+      node.attr["Index"].type = tf.float32.as_datatype_enum
+      return
+
+
+class AbortingInputTest(parameterized.TestCase):
+  """Inputs on which TensorFlow's importer aborts the process (a C++ CHECK)."""
+
+  @parameterized.named_parameters(
+      ("const_of_other_type", _const_of_other_type, "another type"),
+      ("disallowed_attribute", _disallowed_index_type,
+       "outside the values its op allows"),
+  )
+  def test_refused_before_import(self, mutate, pattern):
+    directory = tempfile.mkdtemp()
+    self.addCleanup(shutil.rmtree, directory)
+    path = _strided_slice_meta(directory, mutate)
+    with self.assertRaisesRegex(_audit.AuditInputError, pattern):
+      _audit.audit_meta_graph(path)
+
+
 class BadInputTest(absltest.TestCase):
   """Every bad input is an AuditInputError with a one-line message."""
 

@@ -16,6 +16,8 @@ import json
 import os
 import random
 import shutil
+import subprocess
+import sys
 import tempfile
 import time
 
@@ -76,29 +78,29 @@ def _structural_mutation(base, names, rng: random.Random):
   return "+".join(kinds), meta.SerializeToString()
 
 
-class FuzzTest(absltest.TestCase):
+def run_cases(seed: int, meta_paths, progress_path: str):
+  """Audits every mutated case; returns (failures, outcomes).
 
-  def test_mutated_meta_graphs_never_raise_uncaught(self):
-    seed = int(os.environ.get("SAFETRAIN_FUZZ_SEED",
-                              random.SystemRandom().randrange(2**31)))
-    rng = random.Random(seed)
-    runs = audit_testdata.seed_runs()
-    originals = []
-    for name in ("buggy", "fixed"):
-      with open(audit_testdata.newest_meta(runs[name]), "rb") as f:
-        originals.append(f.read())
-    bases = []
-    for data in originals:
-      base = tf.compat.v1.MetaGraphDef()
-      base.ParseFromString(data)
-      bases.append((base, [n.name for n in base.graph_def.node]))
+  Before each case its number and kind are written to ``progress_path``, so
+  a crash of the whole process (a TensorFlow CHECK failure aborts it) can
+  still be traced to the case that caused it.
+  """
+  rng = random.Random(seed)
+  originals = []
+  for meta_path in meta_paths:
+    with open(meta_path, "rb") as f:
+      originals.append(f.read())
+  bases = []
+  for data in originals:
+    base = tf.compat.v1.MetaGraphDef()
+    base.ParseFromString(data)
+    bases.append((base, [n.name for n in base.graph_def.node]))
 
-    directory = tempfile.mkdtemp()
-    self.addCleanup(shutil.rmtree, directory)
+  directory = tempfile.mkdtemp()
+  try:
     path = os.path.join(directory, "model.ckpt-1.meta")
     failures = []
     outcomes = {"result": 0, "input_error": 0}
-    start = time.time()
     for case in range(_BYTE_CASES + _STRUCTURAL_CASES):
       if case < _BYTE_CASES:
         kind, data = _byte_mutation(rng.choice(originals), rng)
@@ -107,6 +109,8 @@ class FuzzTest(absltest.TestCase):
         kind, data = _structural_mutation(base, names, rng)
       with open(path, "wb") as f:
         f.write(data)
+      with open(progress_path, "w") as f:
+        f.write(f"case {case} ({kind})")
       try:
         result = _audit.audit_meta_graph(path)
         result.to_text()
@@ -118,7 +122,45 @@ class FuzzTest(absltest.TestCase):
           failures.append(f"case {case} ({kind}): multi-line message {e!r}")
       except Exception as e:  # pylint: disable=broad-except
         failures.append(f"case {case} ({kind}): {type(e).__name__}: {e}")
+  finally:
+    shutil.rmtree(directory, ignore_errors=True)
+  return failures, outcomes
+
+
+_CHILD = """
+import json, sys
+sys.path.insert(0, sys.argv[1])
+import fuzz_test
+failures, outcomes = fuzz_test.run_cases(int(sys.argv[2]), sys.argv[3:5],
+                                         sys.argv[5])
+print("RESULT " + json.dumps([failures, outcomes]))
+"""
+
+
+class FuzzTest(absltest.TestCase):
+
+  def test_mutated_meta_graphs_never_raise_uncaught(self):
+    seed = int(os.environ.get("SAFETRAIN_FUZZ_SEED",
+                              random.SystemRandom().randrange(2**31)))
+    runs = audit_testdata.seed_runs()
+    metas = [audit_testdata.newest_meta(runs[n]) for n in ("buggy", "fixed")]
+    directory = tempfile.mkdtemp()
+    self.addCleanup(shutil.rmtree, directory, ignore_errors=True)
+    progress = os.path.join(directory, "progress")
+    # A child process: a crash of TensorFlow itself (an abort) then fails
+    # this test with the seed and the case, instead of killing the suite.
+    start = time.time()
+    child = subprocess.run(
+        [sys.executable, "-c", _CHILD, os.path.dirname(__file__), str(seed),
+         *metas, progress], capture_output=True, text=True, timeout=900)
     elapsed = time.time() - start
+    if child.returncode != 0:
+      last = open(progress).read() if os.path.exists(progress) else "none"
+      self.fail(f"SAFETRAIN_FUZZ_SEED={seed}: the audit process ended with "
+                f"status {child.returncode} at {last}:\n"
+                f"{child.stderr[-3000:]}")
+    line = [l for l in child.stdout.splitlines() if l.startswith("RESULT ")]
+    failures, outcomes = json.loads(line[-1][len("RESULT "):])
     self.assertEqual(failures, [], f"SAFETRAIN_FUZZ_SEED={seed}: "
                      f"{len(failures)} uncaught: " + "\n".join(failures[:5]))
     # The cases must reach the analysis, not only the parser's fast path.
