@@ -13,33 +13,37 @@ from safetrain import _compat
 _compat.apply()
 
 # pylint: disable=g-import-not-at-top,g-bad-import-order
-from safetrain._audit import AuditInputError
 from safetrain._audit import AuditResult
-from safetrain._audit import NoTrainOpError
 from safetrain._audit import audit_meta_graph
 from safetrain._check import check_regularization
 from safetrain._deploy import Clone
-from safetrain._deploy import ReplicaScalingError
 from safetrain._deploy import assert_counted_once
 from safetrain._deploy import clone_loss
 from safetrain._deploy import create_clones
 from safetrain._deploy import replica_total_loss
 from safetrain._deploy import sum_clone_losses
+from safetrain._errors import AuditInputError
 from safetrain._errors import DoubleCountedRegularizationError
 from safetrain._errors import EagerModeError
 from safetrain._errors import Error
+from safetrain._errors import IneffectiveRegularizerError
 from safetrain._errors import InvalidArgumentError
 from safetrain._errors import InvalidArgumentTypeError
 from safetrain._errors import MissingRegularizationError
+from safetrain._errors import MissingRegularizationWarning
+from safetrain._errors import NoTrainOpError
+from safetrain._errors import RegularizationError
+from safetrain._errors import ReplicaScalingError
+from safetrain._errors import TooWeakRegularizationError
 from safetrain._guard import SafeOptimizer
 from safetrain._guard import guard_optimizers
+from safetrain._policy import Verdict
 from safetrain._report import RegularizationReport
 from safetrain._report import RegularizationTerm
 from safetrain._report import Status
 from safetrain._trace import TrainOpTrace
 from safetrain._trace import find_train_ops
 from safetrain._trace import trace_train_op
-from safetrain._train import MissingRegularizationWarning
 from safetrain._train import create_train_op_safe
 from safetrain._train import total_loss_from
 
@@ -52,17 +56,21 @@ __all__ = (
     "DoubleCountedRegularizationError",
     "EagerModeError",
     "Error",
+    "IneffectiveRegularizerError",
     "InvalidArgumentError",
     "InvalidArgumentTypeError",
     "MissingRegularizationError",
     "MissingRegularizationWarning",
     "NoTrainOpError",
+    "RegularizationError",
     "RegularizationReport",
     "RegularizationTerm",
     "ReplicaScalingError",
     "SafeOptimizer",
     "Status",
+    "TooWeakRegularizationError",
     "TrainOpTrace",
+    "Verdict",
     "assert_counted_once",
     "audit_meta_graph",
     "check_regularization",

@@ -2,9 +2,10 @@
 
 ``audit_meta_graph(path)`` loads a ``.meta`` file (or the newest one in a
 training directory), finds its train ops, traces each back to the loss it
-minimizes and the variables it updates (``_trace``), and runs the library's
-own check on that loss (``_check.analyze``), so the audit and
-``create_train_op_safe`` never disagree.
+minimizes and the variables it updates (``_trace``), and judges them as one
+update with the library's own report and policy (``_train.update_report``,
+``_policy.verdicts``): the same rule, coefficients included, that
+``create_train_op_safe`` and the guard apply.
 
 The file is untrusted input. It is parsed as a protobuf and imported into a
 fresh ``tf.Graph`` without a session: nothing runs, no variable is restored,
@@ -28,8 +29,10 @@ from tensorflow.python.framework import op_def_registry
 from safetrain import _check
 from safetrain import _errors
 from safetrain import _graph
+from safetrain import _policy
 from safetrain import _report
 from safetrain import _trace
+from safetrain import _train
 
 __all__ = (
     "AuditInputError",
@@ -44,42 +47,24 @@ __all__ = (
     "load_meta_graph",
 )
 
-EXIT_OK = 0
-EXIT_PROBLEM = 1
-EXIT_BAD_INPUT = 2
+EXIT_OK = _policy.EXIT_OK
+EXIT_PROBLEM = _policy.EXIT_PROBLEM
+EXIT_BAD_INPUT = _policy.EXIT_BAD_INPUT
 
 # How many names a one-line message lists before "...".
 _LIST_LIMIT = 5
 _STEP = re.compile(r"-(\d+)\.meta$")
 
+_AUDIT_OPT_OUT = ("run the script as `safetrain run --on_missing=warn -- "
+                  "python train.py ...`")
 _AUDIT_FIX = (
     "Fix: optimize safetrain.total_loss_from(loss) (or "
     "tf.compat.v1.losses.get_total_loss()), or run the unchanged script as "
     "`safetrain run --on_missing=add -- python train.py ...`.")
 
 
-class AuditInputError(_errors.Error, ValueError):
-  """The audited path is missing or holds no usable MetaGraph.
-
-  Attributes:
-    path: the path as given.
-  """
-
-  def __init__(self, message: str, path: str):
-    super().__init__(message)
-    self.path = path
-
-
-class NoTrainOpError(AuditInputError):
-  """The MetaGraph holds no train op.
-
-  Attributes:
-    found: what the graph holds instead (op, variable and loss counts).
-  """
-
-  def __init__(self, message: str, path: str, found: Dict[str, Any]):
-    super().__init__(message, path)
-    self.found = found
+AuditInputError = _errors.AuditInputError
+NoTrainOpError = _errors.NoTrainOpError
 
 
 def _printable(text: str, limit: int = 80) -> str:
@@ -291,7 +276,8 @@ class TrainOpAudit:
     name: the train op's name.
     op_type: its op type.
     variables: names of the variables its optimizer updates.
-    reports: one ``RegularizationReport`` per loss it minimizes.
+    reports: the report of the update (one, for all the losses whose
+      gradients the train op applies), or none when it could not be checked.
     problem: why it could not be checked (no loss or no variable found), or
       None.
   """
@@ -306,6 +292,14 @@ class TrainOpAudit:
   def missing(self) -> Tuple[_report.RegularizationTerm, ...]:
     return tuple(t for r in self.reports for t in r.missing)
 
+  @property
+  def verdicts(self) -> Tuple[_policy.Verdict, ...]:
+    """What the one policy says of this train op's update."""
+    found: List[_policy.Verdict] = []
+    for report in self.reports:
+      found.extend(v for v in _policy.verdicts(report) if v not in found)
+    return tuple(found)
+
   def to_dict(self) -> Dict[str, Any]:
     return {
         "name": self.name,
@@ -313,6 +307,7 @@ class TrainOpAudit:
         "variables": list(self.variables),
         "checked": self.problem is None,
         "problem": self.problem,
+        "verdicts": [v.value for v in self.verdicts],
         "losses": [r.to_dict() for r in self.reports],
     }
 
@@ -336,17 +331,24 @@ class AuditResult:
     return tuple(t for a in self.train_ops for t in a.missing)
 
   @property
+  def verdicts(self) -> Tuple[_policy.Verdict, ...]:
+    found: List[_policy.Verdict] = []
+    for audit in self.train_ops:
+      found.extend(v for v in audit.verdicts if v not in found)
+    return tuple(found)
+
+  @property
   def unchecked(self) -> Tuple[TrainOpAudit, ...]:
     return tuple(a for a in self.train_ops if a.problem is not None)
 
   @property
   def ok(self) -> bool:
-    return not self.missing and not self.unchecked
+    return not self.verdicts and not self.unchecked
 
   @property
   def exit_code(self) -> int:
-    """0 nothing required left out, 1 something is, 2 could not check."""
-    if self.missing:
+    """0 nothing wrong, 1 a verdict (left out, doubled, ...), 2 unchecked."""
+    if self.verdicts:
       return EXIT_PROBLEM
     if self.unchecked:
       return EXIT_BAD_INPUT
@@ -358,12 +360,13 @@ class AuditResult:
         "tensorflow_version": self.tensorflow_version,
         "ok": self.ok,
         "exit_code": self.exit_code,
+        "verdicts": [v.value for v in self.verdicts],
         "missing": sorted({t.name for t in self.missing}),
         "train_ops": [a.to_dict() for a in self.train_ops],
     }
 
   def to_text(self) -> str:
-    """A table per train op and loss, then a one-line verdict."""
+    """A table per train op, then the policy's verdict in full."""
     lines = [f"audit of {self.path} (written by TensorFlow "
              f"{self.tensorflow_version or 'unknown'})"]
     for audit in self.train_ops:
@@ -373,19 +376,27 @@ class AuditResult:
         lines.append(f"  NOT CHECKED: {audit.problem}")
       for report in audit.reports:
         lines.extend("  " + line for line in report.to_text().splitlines())
+    problems = [(a, r, _policy.verdicts(r)) for a in self.train_ops
+                for r in a.reports]
+    problems = [p for p in problems if p[2]]
     missing = sorted({t.name for t in self.missing})
     if missing:
       lines.append(
           f"PROBLEM: {len(missing)} regularization losses are left out of "
           "the loss a train op minimizes, so weight decay has no effect on "
           "the variables they regularize.")
+    for audit, report, found in problems:
+      lines.append(f"PROBLEM in train op '{audit.name}':")
+      lines.append(_policy.message(report, found, "audit",
+                                   opt_out=_AUDIT_OPT_OUT))
+    if problems:
       lines.append(_AUDIT_FIX)
     elif self.unchecked:
       lines.append("UNKNOWN: could not check "
                    f"{len(self.unchecked)} train op(s); see above.")
     else:
       lines.append("OK: every train op's loss includes the regularization of "
-                   "the variables it updates.")
+                   "the variables it updates, each once.")
     return "\n".join(lines)
 
 
@@ -409,8 +420,8 @@ def _audit_train_op(op, graph, memo: _graph.Memo) -> TrainOpAudit:
   elif not trace.losses:
     problem = ("could not find the loss it minimizes (no create_train_op "
                "result and no gradients seed among its inputs).")
-  reports = () if problem else tuple(
-      _analyze_imported(loss, variables, memo) for loss in trace.losses)
+  reports = () if problem else (
+      _analyze_imported(trace.losses, variables, memo),)
   return TrainOpAudit(name=op.name, op_type=op.type, variables=trace.variables,
                       reports=reports, problem=problem)
 
@@ -437,12 +448,13 @@ class _SavedRegularization:
     self.dtype = tensor.dtype
 
 
-def _analyze_imported(loss, variables,
+def _analyze_imported(losses, variables,
                       memo: _graph.Memo) -> _report.RegularizationReport:
-  """``_check.analyze`` for a loss of an imported graph (see above)."""
+  """The update's report for losses of an imported graph (see above)."""
   saved = [_SavedRegularization(t)
-           for t in _check.regularization_losses(loss.graph)]
-  report = _check.analyze(loss, variables, regularization=saved, memo=memo)
+           for t in _check.regularization_losses(losses[0].graph)]
+  report = _train.update_report(losses, variables, memo=memo,
+                                regularization=saved)
   terms = tuple(
       dataclasses.replace(t, tensor=s._master_tensor)  # pylint: disable=protected-access
       for t, s in zip(report.terms, saved))

@@ -9,6 +9,7 @@ depends on it along a differentiable path. Required but not included is what
 Everything reads the graph (see ``_graph``); nothing here adds to it.
 """
 
+import dataclasses
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 from absl import logging
@@ -20,7 +21,7 @@ from safetrain import _graph
 from safetrain import _report
 
 __all__ = ("all_variables", "analyze", "check_regularization", "in_scope",
-           "regularization_losses")
+           "regularization_losses", "replicas_summing", "routes")
 
 Status = _report.Status
 
@@ -88,22 +89,41 @@ def _regularized_variables(tensor, graph, owners: Dict,
   return tuple(owners[op] for op in leaves if op in owners)
 
 
-def _describe(loss) -> str:
+def _describe_loss(loss) -> str:
   shape = "scalar" if loss.shape.ndims == 0 else f"shape {loss.shape}"
   return f"'{loss.name}' ({loss.dtype.base_dtype.name} {shape})"
 
 
-def analyze(loss, variables_to_train: Sequence, *,
+def analyze(losses, variables_to_train: Sequence, *,
             regularization: Optional[Sequence] = None,
             expected_coefficient: Optional[float] = None,
             with_coefficients: bool = False,
+            replicas: int = 1,
+            ineffective: Sequence = (),
             memo: Optional[_graph.Memo] = None
             ) -> _report.RegularizationReport:
-  """The report for ``loss``, whose arguments are already validated.
+  """The report for one update, whose arguments are already validated.
 
-  ``memo`` may be shared by analyses of one graph (an audit's train ops).
+  Args:
+    losses: the loss tensor, or the losses whose gradients one update sums
+      (model_deploy's per-clone gradients), all of one graph.
+    variables_to_train: the variables the update changes.
+    regularization: the terms to look for; by default the graph's.
+    expected_coefficient: the coefficient that counts as once, if read.
+    with_coefficients: read each included term's coefficient, summed over
+      the losses.
+    replicas: N when each loss is a replica's whose gradient is summed with
+      N-1 others: then every data loss of the ``LOSSES`` collection in it
+      must enter with 1/N.
+    ineffective: regularizers found set where they never act.
+    memo: shared by analyses of one graph (an audit's train ops).
+
+  Returns:
+    A ``RegularizationReport``.
   """
-  graph = loss.graph
+  if not isinstance(losses, (list, tuple)):
+    losses = [losses]
+  graph = losses[0].graph
   memo = memo if memo is not None else _graph.Memo()
   if regularization is None:
     regularization = regularization_losses(graph)
@@ -113,10 +133,11 @@ def analyze(loss, variables_to_train: Sequence, *,
     all_owners = _graph.variable_key_ops(all_variables(graph))
     all_owners.update(trained_owners)
 
-  walk = _graph.Walk([loss], differentiable=True) if regularization else None
-  data_walk = None  # Built only if something is left out.
+  walks = ([_graph.Walk([loss], differentiable=True) for loss in losses]
+           if regularization or replicas > 1 else [])
+  data_walks = None  # Built only if something is left out.
   terms = []
-  included_keys = {}
+  copies_of = {}  # Term index -> {loss index: keys of its copies there}.
   for tensor in regularization:
     variables = _regularized_variables(tensor, graph, all_owners, memo)
     required = any(v.op in trained_owners for v in variables)
@@ -124,49 +145,121 @@ def analyze(loss, variables_to_train: Sequence, *,
     if tensor.graph is not graph:
       status = Status.UNREACHABLE
     else:
-      copies = _copies(tensor, walk, memo)
-      if copies:
+      found = {i: keys for i, walk in enumerate(walks)
+               if (keys := _keys_in_walk(tensor, walk, memo))}
+      if found:
         status = Status.INCLUDED
-        included_keys[len(terms)] = copies
+        copies_of[len(terms)] = found
       else:
-        if data_walk is None:
-          data_walk = _graph.Walk([loss], differentiable=False)
-        if _copies(tensor, data_walk, memo):
+        if data_walks is None:
+          data_walks = [_graph.Walk([loss], differentiable=False)
+                        for loss in losses]
+        if any(_keys_in_walk(tensor, walk, memo) for walk in data_walks):
           status = Status.BLOCKED
         else:
           status = Status.MISSING if required else Status.FROZEN
     terms.append(_report.RegularizationTerm(
         name=tensor.name, variables=names, status=status, required=required,
         tensor=tensor))
-  if with_coefficients and included_keys:
-    coefficients = _coefficient.coefficients(
-        loss, {i: keys for i, keys in included_keys.items()}, walk)
-    terms = [
-        _replace_coefficient(t, coefficients.get(i))
-        for i, t in enumerate(terms)
-    ]
+  if with_coefficients and copies_of:
+    summed = _summed_coefficients(losses, walks, copies_of)
+    terms = [dataclasses.replace(t, coefficient=summed[i])
+             if summed.get(i) is not None else t
+             for i, t in enumerate(terms)]
+  scale = 1.0
+  if with_coefficients and len(losses) == 1 and replicas == 1:
+    scale = _coefficient.whole_scale(losses[0])
+  misscaled = ()
+  if replicas > 1:
+    misscaled = tuple(_misscaled_data(losses, walks, replicas))
   return _report.RegularizationReport(
-      loss_name=loss.name,
-      loss_description=_describe(loss),
+      loss_name=losses[0].name,
+      loss_description=_describe_loss(losses[0]),
       terms=tuple(terms),
       trained_variables=tuple(
           sorted(v.op.name for v in trained_owners.values())),
-      expected_coefficient=expected_coefficient)
+      expected_coefficient=expected_coefficient,
+      losses=tuple(loss.name for loss in losses),
+      scale=scale,
+      replicas=replicas,
+      misscaled_data=misscaled,
+      ineffective=tuple(ineffective))
 
 
-def _replace_coefficient(term, coefficient):
-  if coefficient is None:
-    return term
-  return _report.RegularizationTerm(
-      name=term.name, variables=term.variables, status=term.status,
-      required=term.required, coefficient=coefficient, tensor=term.tensor)
+def _summed_coefficients(losses, walks, copies_of) -> Dict[int, Optional[float]]:
+  """Each term's coefficient summed over the losses; None if any is unknown."""
+  summed: Dict[int, Optional[float]] = {}
+  for i, (loss, walk) in enumerate(zip(losses, walks)):
+    wanted = {t: found[i] for t, found in copies_of.items() if i in found}
+    if not wanted:
+      continue
+    for term, value in _coefficient.coefficients(loss, wanted, walk).items():
+      if term in summed and summed[term] is None:
+        continue
+      summed[term] = (None if value is None else
+                      summed.get(term, 0.0) + value)
+  return summed
 
 
-def _copies(tensor, walk, memo) -> Tuple:
+def _misscaled_data(losses, walks, replicas: int):
+  """(name, coefficient) of each collected data loss not at 1/N."""
+  expected = 1.0 / replicas
+  collected = losses[0].graph.get_collection(tf.compat.v1.GraphKeys.LOSSES)
+  for loss, walk in zip(losses, walks):
+    data = [t for t in collected if _graph.key(t) in walk.reached]
+    found = _coefficient.coefficients(
+        loss, {i: (_graph.key(t),) for i, t in enumerate(data)}, walk)
+    for i, tensor in enumerate(data):
+      value = found[i]
+      if value is not None and not _report.close(value, expected):
+        yield (tensor.name, value)
+
+
+def _keys_in_walk(tensor, walk, memo) -> Tuple:
+  """Keys of ``tensor`` (or, for a lazy tensor, of its copies) in ``walk``."""
   if _graph.is_lazy_tensor(tensor):
     return _graph.lazy_copies(tensor, walk, memo)
   tensor_key = _graph.key(tensor)
   return (tensor_key,) if tensor_key in walk.reached else ()
+
+
+def replicas_summing() -> int:
+  """N when building inside ``strategy.run`` of an N-replica strategy, else 1.
+
+  There a ``tf.compat.v1.train`` optimizer sums the replicas' gradients.
+  """
+  if (not tf.distribute.has_strategy() or
+      tf.distribute.in_cross_replica_context()):
+    return 1
+  context = tf.distribute.get_replica_context()
+  return context.num_replicas_in_sync if context is not None else 1
+
+
+def routes(losses: Sequence, terms: Sequence) -> str:
+  """Text naming, for each term, the ops through which it enters the losses.
+
+  For the message of a doubled term: which path counted it, and how often.
+  """
+  found: Dict[int, List] = {i: [] for i in range(len(terms))}
+  for loss in losses:
+    walk = _graph.Walk([loss], differentiable=True)
+    wanted = {i: _keys_in_walk(term.tensor, walk, None)
+              for i, term in enumerate(terms)}
+    for i, contributions in _coefficient.contributions(
+        loss, wanted, walk).items():
+      found[i].extend(contributions)
+  lines = ["  where each is added (the op that adds it, and the coefficient "
+           "along that route):"]
+  for index, term in enumerate(terms[:_report.MESSAGE_LIMIT]):
+    parts = []
+    for route in found.get(index, ()):
+      times = len(route.input_indices)
+      count = f" {times} times" if times > 1 else ""
+      value = "?" if route.coefficient is None else f"{route.coefficient:g}"
+      parts.append(f"'{route.op_name}'{count} x{value}")
+    lines.append(f"    '{term.name}': " +
+                 (", ".join(parts) or "(not shown)"))
+  return "\n".join(lines)
 
 
 def check_regularization(
@@ -190,11 +283,13 @@ def check_regularization(
 
   Returns:
     A ``RegularizationReport``; its ``missing`` terms are required but left
-    out, and ``ok`` is true when there are none (and none overcounted).
+    out, and ``ok`` is true when nothing is wrong with it (see
+    ``safetrain._policy.verdicts``).
   """
   caller = "check_regularization"
   _args.require_graph_mode(caller)
   loss = _args.graph_loss(loss, caller, "loss")
   variables = _args.trained_variables(variables_to_train, loss.graph, caller)
   return analyze(loss, variables, expected_coefficient=expected_coefficient,
-                 with_coefficients=expected_coefficient is not None)
+                 with_coefficients=expected_coefficient is not None,
+                 replicas=replicas_summing())

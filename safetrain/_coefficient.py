@@ -22,7 +22,8 @@ anything.
 """
 
 import collections
-from typing import Dict, List, Optional, Tuple
+import enum
+from typing import Any, Dict, Iterator, List, Optional, Tuple, Union
 
 import numpy as np
 
@@ -30,8 +31,9 @@ from safetrain import _graph
 
 __all__ = ("Contribution", "coefficients", "contributions")
 
-# Ops whose output equals one input (or each input, elementwise), element for
-# element: the coefficient passes unchanged (broadcasting aside).
+# Ops that pass each element of their first input to the output unchanged,
+# or (Sum) add it into one output element: d(output)/d(input element), summed
+# over the outputs it reaches, is 1, so the coefficient passes unchanged.
 _PASS_FIRST = frozenset({
     "Identity", "CheckNumerics", "Snapshot", "Cast", "Reshape", "ExpandDims",
     "Squeeze", "EnsureShape", "PreventGradientPassThrough", "Sum",
@@ -105,7 +107,7 @@ def _make_ndarray(op):
   return tf.make_ndarray(op.get_attr("value"))
 
 
-def _copies(tensor, output) -> Optional[float]:
+def _broadcast_copies(tensor, output) -> Optional[float]:
   """How many times broadcasting repeats each element of ``tensor``."""
   if tensor.shape.ndims == 0 and output.shape.ndims == 0:
     return 1.0
@@ -134,27 +136,27 @@ def _local_factors(op) -> Optional[Tuple[Tuple[int, Optional[float]], ...]]:
   if op_type == "ConcatV2":
     return tuple((i, 1.0) for i in range(len(inputs) - 1))
   if op_type in _BROADCASTING_SUMS:
-    return tuple((i, _copies(t, output)) for i, t in enumerate(inputs))
+    return tuple((i, _broadcast_copies(t, output)) for i, t in enumerate(inputs))
   if op_type == "Neg":
     return ((0, -1.0),)
   if op_type == "Sub":
-    return ((0, _copies(inputs[0], output)),
-            (1, _negate(_copies(inputs[1], output))))
+    return ((0, _broadcast_copies(inputs[0], output)),
+            (1, _negate(_broadcast_copies(inputs[1], output))))
   if op_type in _PRODUCTS:
     for const_index, other in ((0, 1), (1, 0)):
       k = _scalar_constant(inputs[const_index])
       if k is not None:
-        copies = _copies(inputs[other], output)
+        copies = _broadcast_copies(inputs[other], output)
         return ((other, None if copies is None else k * copies),)
     return None
   if op_type in _DIVISIONS:
     k = _scalar_constant(inputs[1])
     if k:
-      copies = _copies(inputs[0], output)
+      copies = _broadcast_copies(inputs[0], output)
       return ((0, None if copies is None else copies / k),)
     return None
   if op_type in ("BroadcastTo", "Tile"):
-    return ((0, _copies(inputs[0], output)),)
+    return ((0, _broadcast_copies(inputs[0], output)),)
   if op_type == "Mean":
     shape = inputs[0].shape
     if shape.ndims == 0:
@@ -170,13 +172,19 @@ def _negate(value: Optional[float]) -> Optional[float]:
   return None if value is None else -value
 
 
-_UNKNOWN = object()
-_NOT_LINEAR = object()
+class _Unknown(enum.Enum):
+  """A coefficient the graph does not show (a product of tensors, a loop)."""
+
+  UNKNOWN = "unknown"
 
 
-def _add(previous, contribution):
-  if previous is _UNKNOWN or contribution is _UNKNOWN:
-    return _UNKNOWN
+UNKNOWN = _Unknown.UNKNOWN
+Coefficient = Union[float, _Unknown]
+
+
+def _add(previous: Coefficient, contribution: Coefficient) -> Coefficient:
+  if previous is UNKNOWN or contribution is UNKNOWN:
+    return UNKNOWN
   return previous + contribution
 
 
@@ -201,6 +209,72 @@ def _between(walk: "_graph.Walk", targets) -> set:
   return found
 
 
+def _consumers_first(last: "tf.Operation", ops: set) -> Iterator:
+  """The ops of ``ops``, each after every op of ``ops`` that consumes it.
+
+  Starts from ``last`` (the loss's op). An op on a cycle (a v1 while loop)
+  is never ready, so it is never yielded: its coefficient stays unread.
+  """
+  pending = collections.Counter()
+  for op in ops:
+    for tensor in op.inputs:
+      if tensor.op in ops:
+        pending[tensor.op] += 1
+  queue = collections.deque([last])
+  while queue:
+    op = queue.popleft()
+    yield op
+    for tensor in op.inputs:
+      if tensor.op in ops:
+        pending[tensor.op] -= 1
+        if pending[tensor.op] == 0:
+          queue.append(tensor.op)
+
+
+def _output_coefficient(op, coefficient: Dict) -> Union[Coefficient, List]:
+  """The coefficient of ``op``'s output, or a list for ``IdentityN``.
+
+  An op with several outputs other than ``IdentityN`` passes a known
+  coefficient only if none of its outputs reaches the loss.
+  """
+  outputs = [coefficient.get((op, i), 0.0) for i in range(len(op.outputs))]
+  if any(c is UNKNOWN for c in outputs):
+    return UNKNOWN
+  if len(outputs) == 1:
+    return outputs[0]
+  if op.type == "IdentityN":
+    return outputs
+  return UNKNOWN if any(outputs) else 0.0
+
+
+def _input_contributions(op, out, ops: set) -> Iterator[Tuple[int, Any,
+                                                              Coefficient]]:
+  """(index, input, coefficient it gets through ``op``) for inputs in ``ops``.
+
+  The per-op rule: no gradient passes an op without one or an input that
+  carries none; a known coefficient passes a linear op times its factor
+  (``_local_factors``, read only when needed); anything else is unknown.
+  """
+  passes = _graph.op_is_differentiable(op)
+  factor_of: Optional[Dict[int, Optional[float]]] = None
+  for i, tensor in enumerate(op.inputs):
+    if tensor.op not in ops:
+      continue
+    if not passes or not _graph.carries_gradient(tensor.dtype):
+      yield i, tensor, 0.0
+    elif isinstance(out, list):  # IdentityN: output i is input i.
+      yield i, tensor, out[i]
+    elif out is UNKNOWN or out == 0.0:
+      yield i, tensor, out
+    else:
+      if factor_of is None:
+        factors = _local_factors(op)  # None: not linear, nothing passes.
+        factor_of = ({j: None for j in range(len(op.inputs))}
+                     if factors is None else dict(factors))
+      factor = factor_of.get(i, 0.0)
+      yield i, tensor, UNKNOWN if factor is None else out * factor
+
+
 def _propagate(loss, walk: "_graph.Walk", targets: frozenset,
                watched: frozenset):
   """Coefficients of the tensors between ``targets`` and the loss.
@@ -210,49 +284,13 @@ def _propagate(loss, walk: "_graph.Walk", targets: frozenset,
   """
   ops = _between(walk, targets)
   ops.add(loss.op)
-  pending = collections.Counter()
-  for op in ops:
-    for tensor in op.inputs:
-      if tensor.op in ops:
-        pending[tensor.op] += 1
   coefficient: Dict = {_graph.key(loss): 1.0}
   routes: Dict = collections.defaultdict(dict)
-  queue = collections.deque([loss.op])
   done = set()
-  while queue:
-    op = queue.popleft()
+  for op in _consumers_first(loss.op, ops):
     done.add(op)
-    factor_of = None  # Read only where a known coefficient must pass.
-    passes = _graph.op_is_differentiable(op)
-    outputs = [coefficient.get((op, i), 0.0) for i in range(len(op.outputs))]
-    if any(c is _UNKNOWN for c in outputs):
-      out = _UNKNOWN
-    elif len(outputs) == 1:
-      out = outputs[0]
-    elif op.type == "IdentityN":
-      out = None  # Handled per output below.
-    else:
-      out = _UNKNOWN if any(outputs) else 0.0
-    for i, tensor in enumerate(op.inputs):
-      if tensor.op not in ops:
-        continue
-      if not passes or not _graph.carries_gradient(tensor.dtype):
-        contribution = 0.0
-      elif op.type == "IdentityN" and out is None:
-        contribution = outputs[i]
-      elif out is _UNKNOWN:
-        contribution = _UNKNOWN
-      elif out == 0.0:
-        contribution = 0.0
-      else:
-        if factor_of is None:
-          factors = _local_factors(op)
-          factor_of = _NOT_LINEAR if factors is None else dict(factors)
-        if factor_of is _NOT_LINEAR:
-          contribution = _UNKNOWN
-        else:
-          factor = factor_of.get(i, 0.0)
-          contribution = _UNKNOWN if factor is None else out * factor
+    out = _output_coefficient(op, coefficient)
+    for i, tensor, contribution in _input_contributions(op, out, ops):
       input_key = _graph.key(tensor)
       coefficient[input_key] = _add(coefficient.get(input_key, 0.0),
                                     contribution)
@@ -260,10 +298,33 @@ def _propagate(loss, walk: "_graph.Walk", targets: frozenset,
         indices, total = routes[input_key].get(op, ([], 0.0))
         indices.append(i)
         routes[input_key][op] = (indices, _add(total, contribution))
-      pending[tensor.op] -= 1
-      if pending[tensor.op] == 0 and tensor.op not in done:
-        queue.append(tensor.op)
   return coefficient, done, routes
+
+
+def whole_scale(loss) -> float:
+  """The constant factor by which the whole of ``loss`` is scaled.
+
+  ``0.5 * (data + regularization)`` is scaled by 0.5: every term in it, data
+  and decay alike, is halved, so their balance is unchanged. Read down the
+  chain of linear ops from one scalar to one scalar at the top of the loss
+  (constant scaling, identities, casts); 1 when there is none. A mean over a
+  vector is not such a scale: what it averages may repeat a term.
+  """
+  scale = 1.0
+  op = loss.op
+  seen = set()
+  while op not in seen:
+    seen.add(op)
+    factors = _local_factors(op)
+    if not factors or len(factors) != 1 or factors[0][1] is None:
+      break
+    index, factor = factors[0]
+    tensor = op.inputs[index]
+    if tensor.shape.ndims != 0:
+      break
+    scale *= factor
+    op = tensor.op
+  return scale
 
 
 def coefficients(loss, wanted: Dict[int, Tuple], walk: "_graph.Walk"
@@ -286,12 +347,12 @@ def coefficients(loss, wanted: Dict[int, Tuple], walk: "_graph.Walk"
     total = 0.0
     for tensor_key in keys:
       if tensor_key[0] not in done:  # A cycle (a v1 while loop) left it out.
-        total = _UNKNOWN
+        total = UNKNOWN
         break
       total = _add(total, coefficient.get(tensor_key, 0.0))
-      if total is _UNKNOWN:
+      if total is UNKNOWN:
         break
-    result[ident] = None if total is _UNKNOWN else total
+    result[ident] = None if total is UNKNOWN else total
   return result
 
 
@@ -317,6 +378,6 @@ def contributions(loss, wanted: Dict[int, Tuple], walk: "_graph.Walk"
       for op, (indices, total) in routes.get(tensor_key, {}).items():
         found.append(Contribution(
             op_name=op.name, input_indices=tuple(indices),
-            coefficient=None if total is _UNKNOWN else total))
+            coefficient=None if total is UNKNOWN else total))
     result[ident] = sorted(found, key=lambda c: c.op_name)
   return result

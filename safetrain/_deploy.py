@@ -36,14 +36,12 @@ import tensorflow as tf
 
 from safetrain import _args
 from safetrain import _check
-from safetrain import _coefficient
 from safetrain import _errors
-from safetrain import _graph
 from safetrain import _report
+from safetrain import _train
 
 __all__ = (
     "Clone",
-    "ReplicaScalingError",
     "assert_counted_once",
     "clone_device",
     "clone_loss",
@@ -56,31 +54,6 @@ __all__ = (
 _DATA_ONLY_HINT = (
     "Pass each clone's (or replica's) data loss only, without "
     "regularization: {caller} adds the regularization once itself.")
-
-
-class ReplicaScalingError(_errors.Error, ValueError):
-  """A replica's loss is not scaled for the replicas' summed gradients.
-
-  Under ``MirroredStrategy`` with a ``tf.compat.v1.train`` optimizer the
-  replicas' gradients are summed, so each replica's data loss must enter its
-  loss with coefficient 1/N and the regularization with coefficient 1 (only
-  the first replica's gradient carries it). Anything else changes the
-  balance of data and weight decay by a factor of N.
-
-  Attributes:
-    report: the ``RegularizationReport`` of the replica's loss.
-    num_replicas: N.
-    data_losses: (name, coefficient) of each data loss not at 1/N.
-    regularization: (name, coefficient) of each regularization loss not at 1.
-  """
-
-  def __init__(self, message: str, report: Any, num_replicas: int,
-               data_losses: Sequence, regularization: Sequence):
-    super().__init__(message)
-    self.report = report
-    self.num_replicas = num_replicas
-    self.data_losses = tuple(data_losses)
-    self.regularization = tuple(regularization)
 
 
 class Clone(collections.namedtuple("Clone", ("outputs", "scope", "device"))):
@@ -363,97 +336,19 @@ def assert_counted_once(
 def _assert_counted_once(loss, variables_to_train, expected: float,
                          caller: str, hint: Optional[str]
                          ) -> _report.RegularizationReport:
+  """The one policy, with ``on_missing="raise"``, on ``loss``."""
   _args.require_graph_mode(caller)
   loss = _args.graph_loss(loss, caller, "loss")
   variables = _args.trained_variables(variables_to_train, loss.graph, caller)
-  report = _check.analyze(loss, variables, expected_coefficient=expected,
-                          with_coefficients=True)
-  if report.overcounted:
-    message = report.overcounted_message(caller)
-    routes = _routes(loss, report.overcounted)
-    head, fix, tail = message.partition("\nFix:")
-    message = head + "\n" + routes + fix + tail
-    if hint:
-      message += "\n" + hint
-    raise _errors.DoubleCountedRegularizationError(message, report)
-  if report.missing:
-    raise _errors.MissingRegularizationError(
-        report.missing_message(caller), report)
-  _check_replica_scaling(loss, report, caller)
+  report = _train.update_report([loss], variables,
+                                expected_coefficient=expected)
+  try:
+    _train.judge([loss], report, "raise", caller)
+  except _errors.DoubleCountedRegularizationError as e:
+    if hint:  # Say how this builder's input went wrong.
+      raise type(e)(f"{e}\n{hint}", e.report, e.verdicts) from None
+    raise
   return report
-
-
-def _replicas_summed() -> int:
-  """N when building inside ``strategy.run`` of an N-replica strategy."""
-  if (not tf.distribute.has_strategy() or
-      tf.distribute.in_cross_replica_context()):
-    return 1
-  context = tf.distribute.get_replica_context()
-  return context.num_replicas_in_sync if context is not None else 1
-
-
-def _check_replica_scaling(loss, report, caller: str) -> None:
-  """In an N-replica context: data losses at 1/N, regularization at 1."""
-  replicas = _replicas_summed()
-  if replicas == 1:
-    return
-  walk = _graph.Walk([loss], differentiable=True)
-  data = [t for t in loss.graph.get_collection(tf.compat.v1.GraphKeys.LOSSES)
-          if _graph.key(t) in walk.reached]
-  found = _coefficient.coefficients(
-      loss, {i: (_graph.key(t),) for i, t in enumerate(data)}, walk)
-  expected = 1.0 / replicas
-  bad_data = [(t.name, found[i]) for i, t in enumerate(data)
-              if found[i] is not None and not _close(found[i], expected)]
-  bad_regularization = [
-      (t.name, t.coefficient) for t in report.terms
-      if t.status is _report.Status.INCLUDED and t.coefficient is not None
-      and not _close(t.coefficient, 1.0)]
-  if not bad_data and not bad_regularization:
-    return
-  lines = [
-      f"{caller}: {replicas} replicas sum their gradients, so each "
-      f"replica's data loss must enter its loss x1/{replicas} and the "
-      "regularization x1 (only the first replica's gradient carries it); "
-      "otherwise weight decay is off by a factor of "
-      f"{replicas}.",
-      f"  replica loss:  '{loss.name}'"]
-  for name, value in bad_data:
-    lines.append(f"  data loss x{value:g} (expected x{expected:g}): '{name}'")
-  for name, value in bad_regularization[:_report.MESSAGE_LIMIT]:
-    lines.append(f"  regularization x{value:g} (expected x1): '{name}'")
-  lines.append("Fix: in the function given to strategy.run,\n"
-               "    loss = safetrain.replica_total_loss(data_loss)")
-  raise ReplicaScalingError("\n".join(lines), report, replicas, bad_data,
-                            bad_regularization)
-
-
-def _close(value: float, expected: float) -> bool:
-  return abs(value - expected) <= 1e-6 * max(1.0, abs(expected))
-
-
-def _routes(loss, terms: Sequence[_report.RegularizationTerm]) -> str:
-  """Text naming, for each term, the ops through which it enters the loss."""
-  walk = _graph.Walk([loss], differentiable=True)
-  wanted = {}
-  for index, term in enumerate(terms):
-    if _graph.is_lazy_tensor(term.tensor):  # Each use built another copy.
-      wanted[index] = _graph.lazy_copies(term.tensor, walk)
-    else:
-      wanted[index] = (_graph.key(term.tensor),)
-  found = _coefficient.contributions(loss, wanted, walk)
-  lines = ["  where each is added (the op that adds it, and the coefficient "
-           "along that route):"]
-  for index, term in enumerate(terms[:_report.MESSAGE_LIMIT]):
-    parts = []
-    for route in found.get(index, ()):
-      times = len(route.input_indices)
-      count = f" {times} times" if times > 1 else ""
-      value = "?" if route.coefficient is None else f"{route.coefficient:g}"
-      parts.append(f"'{route.op_name}'{count} x{value}")
-    lines.append(f"    '{term.name}': " +
-                 (", ".join(parts) or "(not shown)"))
-  return "\n".join(lines)
 
 
 def _sum(terms: Sequence, dtype, name: str) -> tf.Tensor:

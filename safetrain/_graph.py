@@ -11,7 +11,8 @@ are unhashable when TF2 behaviour is on, operations are not.
 """
 
 import collections
-from typing import Dict, FrozenSet, Iterable, Iterator, Optional, Set, Tuple
+from typing import (Callable, Dict, FrozenSet, Iterable, Iterator, List,
+                    Optional, Set, Tuple)
 
 import tensorflow as tf
 # The gradient registry is the only place that says whether TensorFlow can
@@ -25,6 +26,8 @@ __all__ = (
     "TensorKey",
     "Memo",
     "Walk",
+    "ancestor_ops",
+    "descendant_ops",
     "captured_outer_tensors",
     "carries_gradient",
     "is_lazy_tensor",
@@ -45,6 +48,10 @@ NONE_GRADIENT_OPS: FrozenSet[str] = frozenset({
     "ArgMax", "ArgMin", "Ceil", "Floor", "FloorDiv", "LoopCond", "Rint",
     "Round", "TruncateDiv",
 })
+
+# Calls of a tf.function (or a defun) in a graph.
+FUNCTION_CALL_OPS: FrozenSet[str] = frozenset({"PartitionedCall",
+                                               "StatefulPartitionedCall"})
 
 # Ops that pass values but never gradients. StopGradient and PreventGradient
 # are registered as not differentiable; listed here so the rule reads plainly.
@@ -114,6 +121,11 @@ def op_is_differentiable(op) -> bool:
     return False  # Nothing to send a gradient to (variables, constants).
   if getattr(op, "_gradient_function", None) is not None:
     return True  # A tf.function call carries its own gradient function.
+  if op_type in FUNCTION_CALL_OPS:
+    # The same call imported from a MetaGraph: its gradient function lived
+    # on the Python object and is gone, but the saved backward pass shows
+    # TensorFlow differentiated it. Judged as the live call is.
+    return True
   try:
     override = op.get_attr("_gradient_op_type")
   except ValueError:
@@ -174,6 +186,50 @@ class Walk:
 
   def __contains__(self, tensor_key: TensorKey) -> bool:
     return tensor_key in self.reached
+
+
+def ancestor_ops(ops: Iterable[tf.Operation], *, data: bool = True,
+                 control: bool = True,
+                 stop: Optional[Callable[[tf.Operation], bool]] = None
+                 ) -> List[tf.Operation]:
+  """``ops`` and the ops they wait for, breadth first, each once.
+
+  Follows data inputs, control inputs or both. An op for which ``stop`` is
+  true is listed but not walked past. The walk ends when nothing new is
+  reached, so it needs no limit: every op is visited once.
+  """
+  order = []
+  seen: Set[tf.Operation] = set()
+  queue = collections.deque(ops)
+  while queue:
+    op = queue.popleft()
+    if op in seen:
+      continue
+    seen.add(op)
+    order.append(op)
+    if stop is not None and stop(op):
+      continue
+    if data:
+      queue.extend(t.op for t in op.inputs if t.op not in seen)
+    if control:
+      queue.extend(p for p in op.control_inputs if p not in seen)
+  return order
+
+
+def descendant_ops(ops: Iterable[tf.Operation], graph) -> Set[tf.Operation]:
+  """``ops`` and every op that depends on them, by data or control edges."""
+  consumers = collections.defaultdict(set)
+  for op in graph.get_operations():
+    for parent in [t.op for t in op.inputs] + list(op.control_inputs):
+      consumers[parent].add(op)
+  found = set(ops)
+  queue = collections.deque(found)
+  while queue:
+    for child in consumers[queue.popleft()]:
+      if child not in found:
+        found.add(child)
+        queue.append(child)
+  return found
 
 
 def variable_key_ops(variables: Iterable) -> Dict[tf.Operation, object]:

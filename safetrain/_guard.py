@@ -1,13 +1,23 @@
-"""The guard: the regularization check on every TF1 optimizer's gradients.
+"""The guard: the regularization check on every TF1 optimizer's updates.
 
 Every TF1 training path computes gradients through
-``tf.compat.v1.train.Optimizer.compute_gradients``: slim's
-``create_train_op``, ``optimizer.minimize``, ``SyncReplicasOptimizer`` (which
-calls its inner optimizer's) and hand-written loops. The guard replaces that
-method with one that first passes the loss to ``_train.enforce``, the same
-policy ``create_train_op_safe`` applies, and then computes the gradients of
-the loss ``enforce`` returns (with ``on_missing="add"``, the loss plus the
-regularization it left out).
+``tf.compat.v1.train.Optimizer.compute_gradients`` and applies them through
+``apply_gradients``: slim's ``create_train_op``, ``optimizer.minimize``,
+``SyncReplicasOptimizer`` (which calls its inner optimizer's) and
+hand-written loops. The rule judges one *update*: the losses whose gradients
+one ``apply_gradients`` applies. research/slim's model_deploy computes each
+clone's gradients separately (regularization in the first clone's loss only)
+and applies their sum once; that is correct, and only the update as a whole
+shows it. So the guard
+
+* at ``compute_gradients``, records which loss each gradient came from;
+* at ``apply_gradients``, finds the recorded losses whose gradients reach the
+  ones applied (through sums, clipping, multipliers) - or, where the applied
+  gradients no longer show it (``SyncReplicasOptimizer``'s accumulators), the
+  losses this optimizer differentiated since its last update - and judges
+  them together with the one policy (``_train.check_update``). With
+  ``on_missing="add"`` it adds the gradient of the left-out terms to the
+  gradients it applies, as if they were in the loss.
 
 Three ways in:
 
@@ -15,22 +25,26 @@ Three ways in:
 * ``SafeOptimizer(optimizer, on_missing=...)``, a wrapper for code that
   builds its optimizer itself;
 * ``safetrain run -- python train.py ...``, which installs the guard in the
-  script's process through ``SITECUSTOMIZE`` (see ``cli``).
+  script's process (see ``cli``).
 
 A check in progress turns further checks off for the same thread, so an
 optimizer wrapping another (``SafeOptimizer`` around a guarded one,
-``SyncReplicasOptimizer``) is checked once.
+``SyncReplicasOptimizer``) is checked once. Code that computes gradients and
+never calls ``apply_gradients`` (a hand-written ``assign_sub``) is not
+checked.
 """
 
 import contextlib
 import threading
-from typing import Any, Iterator, List, Optional
+import weakref
+from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 from absl import logging
 import tensorflow as tf
 
 from safetrain import _args
 from safetrain import _errors
+from safetrain import _graph
 from safetrain import _train
 
 __all__ = (
@@ -46,11 +60,17 @@ __all__ = (
 # script's process which policy to install.
 ON_MISSING_ENV = "SAFETRAIN_RUN_ON_MISSING"
 
+# How the user of each way in turns errors into warnings, for messages.
+_OPT_OUT_RUN = "run the command as `safetrain run --on_missing=warn -- ...`"
+_OPT_OUT_BLOCK = 'pass on_missing="warn" to guard_optimizers'
+_OPT_OUT_WRAPPER = 'pass on_missing="warn" to SafeOptimizer'
+
 _Optimizer = tf.compat.v1.train.Optimizer
 _ORIGINAL = "_safetrain_original"
+_METHODS = ("compute_gradients", "apply_gradients")
 
 _lock = threading.Lock()
-_policies: List[str] = []  # Innermost last; empty when not installed.
+_policies: List[Tuple[str, str]] = []  # (on_missing, opt_out), innermost last.
 _local = threading.local()
 
 
@@ -67,124 +87,233 @@ def _check_scope() -> Iterator[None]:
     _local.depth -= 1
 
 
-def _flat_var_list(var_list) -> Optional[List[Any]]:
-  if var_list is None:
-    return None
-  return list(tf.nest.flatten(var_list))
+class _Records:
+  """Which loss each gradient of a graph came from, and what is pending.
+
+  Kept per graph and dropped with it; an optimizer's pending losses are
+  those it differentiated since its last ``apply_gradients``.
+  """
+
+  def __init__(self):
+    self.loss_of: Dict[tf.Operation, Any] = {}  # Gradient op -> loss.
+    self.pending: "weakref.WeakKeyDictionary[Any, List[Any]]" = (
+        weakref.WeakKeyDictionary())
 
 
-def _checked_loss(loss, var_list, on_missing: str, caller: str):
-  """``enforce``'s loss, or ``loss`` itself when it cannot be checked.
+_records: "weakref.WeakKeyDictionary[tf.Graph, _Records]" = (
+    weakref.WeakKeyDictionary())
+
+
+def _records_of(graph) -> _Records:
+  found = _records.get(graph)
+  if found is None:
+    found = _records[graph] = _Records()
+  return found
+
+
+def _gradient_tensor(gradient):
+  """The tensor carrying ``gradient``'s values (IndexedSlices have two)."""
+  return getattr(gradient, "values", gradient)
+
+
+def _checkable(loss) -> bool:
+  """Whether the check applies to ``loss``; logs why not when it does not.
 
   A loss TensorFlow accepts but the check does not (a vector loss, which TF1
-  optimizers sum) must still train as before: the guard logs that it could
-  not check it instead of failing a working script.
+  optimizers sum) must still train as before.
   """
   if callable(loss) or tf.executing_eagerly():
-    return loss  # Eager TF1 optimizers take a callable; nothing to check.
+    return False  # Eager TF1 optimizers take a callable; nothing to check.
   try:
-    return _train.enforce(loss, var_list, on_missing, caller)
+    _args.graph_loss(loss, "safetrain guard")
   except (_errors.InvalidArgumentError, _errors.InvalidArgumentTypeError,
           _errors.EagerModeError) as e:
     logging.warning("safetrain guard: regularization not checked: %s", e)
-    return loss
+    return False
+  return True
 
 
-def _guarded_compute_gradients(self, loss, var_list=None, *args, **kwargs):
-  """``Optimizer.compute_gradients``, after the regularization check."""
-  original = _Optimizer.__dict__["compute_gradients"]
-  original = getattr(original, _ORIGINAL, original)
-  if not _policies or _checking():
-    return original(self, loss, var_list, *args, **kwargs)
-  with _check_scope():
-    var_list = _flat_var_list(var_list)
-    loss = _checked_loss(loss, var_list, _policies[-1],
-                         f"{type(self).__name__}.compute_gradients")
-    return original(self, loss, var_list, *args, **kwargs)
+def _record(optimizer, loss, grads_and_vars) -> None:
+  records = _records_of(loss.graph)
+  for gradient, _ in grads_and_vars:
+    if gradient is not None:
+      records.loss_of[_gradient_tensor(gradient).op] = loss
+  records.pending.setdefault(optimizer, []).append(loss)
 
 
-def _patch() -> None:
-  current = _Optimizer.__dict__["compute_gradients"]
-  if getattr(current, "_safetrain_guard", False):
-    return
-  guard = _make_guard(getattr(current, _ORIGINAL, current))
-  _Optimizer.compute_gradients = guard
+def _losses_of_update(optimizer, grads_and_vars) -> List[Any]:
+  """The recorded losses whose gradients the update applies."""
+  gradients = [_gradient_tensor(g) for g, _ in grads_and_vars if g is not None]
+  if not gradients:
+    return []
+  records = _records.get(gradients[0].graph)
+  if records is None:
+    return []
+  pending = records.pending.pop(optimizer, [])
+  recorded = set(records.loss_of)
+  walk = _graph.Walk(gradients, differentiable=False, stop_at=recorded)
+  losses = []
+  for op in walk.ops & recorded:
+    loss = records.loss_of[op]
+    if all(loss is not l for l in losses):
+      losses.append(loss)
+  if not losses:  # The gradients went through state (accumulators).
+    for loss in pending:
+      if all(loss is not l for l in losses):
+        losses.append(loss)
+  return sorted(losses, key=lambda t: t.name)
 
 
-def _make_guard(original):
-  def compute_gradients(self, loss, var_list=None, *args, **kwargs):
-    return _guarded_compute_gradients(self, loss, var_list, *args, **kwargs)
-  compute_gradients.__doc__ = original.__doc__
-  compute_gradients.__wrapped__ = original
-  setattr(compute_gradients, _ORIGINAL, original)
-  compute_gradients._safetrain_guard = True  # pylint: disable=protected-access
-  return compute_gradients
+def _compute(optimizer, compute, loss, var_list, args, kwargs):
+  """``compute`` (the original ``compute_gradients``), recorded."""
+  if var_list is not None:
+    var_list = list(tf.nest.flatten(var_list))
+  grads_and_vars = compute(loss, var_list, *args, **kwargs)
+  if _checkable(loss):
+    _record(optimizer, loss, grads_and_vars)
+  return grads_and_vars
 
 
-def _unpatch() -> None:
-  current = _Optimizer.__dict__["compute_gradients"]
-  _Optimizer.compute_gradients = getattr(current, _ORIGINAL, current)
+def _apply(optimizer, apply, grads_and_vars, global_step, name,
+           on_missing: str, opt_out: str):
+  """``apply`` (the original ``apply_gradients``), after judging the update."""
+  grads_and_vars = list(grads_and_vars)
+  losses = _losses_of_update(optimizer, grads_and_vars)
+  if losses:
+    caller = f"{type(optimizer).__name__}.apply_gradients"
+    variables = [v for g, v in grads_and_vars if g is not None]
+    variable_ops = list(_graph.variable_key_ops(variables))
+    to_add = _train.check_update(losses, variable_ops, on_missing, caller,
+                                 opt_out=opt_out)
+    if to_add:
+      grads_and_vars = _with_terms(grads_and_vars, to_add)
+  return apply(grads_and_vars, global_step=global_step, name=name)
+
+
+def _with_terms(grads_and_vars, terms) -> List[Tuple[Any, Any]]:
+  """The gradients plus those of the left-out ``terms``, variable by variable."""
+  variables = [v for _, v in grads_and_vars]
+  graph = variables[0].graph
+  with graph.as_default(), tf.compat.v1.name_scope("safetrain_added"):
+    values = [tf.convert_to_tensor(t.tensor) for t in terms]  # Lazy: a copy.
+    total = tf.add_n([tf.cast(v, tf.float32) for v in values])
+    # An op with a gradient of its own, so that the backward pass names it
+    # (``gradients/left_out_regularization_grad/``) and a trace of the update
+    # (the audit of the saved graph) finds this loss as it finds the user's.
+    total = tf.multiply(total, 1.0, name="left_out_regularization")
+    extra = tf.gradients(total, variables)
+  result = []
+  for (gradient, variable), added in zip(grads_and_vars, extra):
+    if added is None:
+      result.append((gradient, variable))
+    elif gradient is None:
+      result.append((added, variable))
+    else:
+      gradient = tf.convert_to_tensor(gradient)  # IndexedSlices, densified.
+      result.append((gradient + tf.cast(added, gradient.dtype), variable))
+  return result
+
+
+def _guarded(method: str, original):
+  """``Optimizer.<method>`` checked under the innermost installed policy."""
+  if method == "compute_gradients":
+    def compute_gradients(self, loss, var_list=None, *args, **kwargs):
+      bound = original.__get__(self)
+      if not _policies or _checking():
+        return bound(loss, var_list, *args, **kwargs)
+      with _check_scope():
+        return _compute(self, bound, loss, var_list, args, kwargs)
+    guarded = compute_gradients
+  else:
+    def apply_gradients(self, grads_and_vars, global_step=None, name=None):
+      bound = original.__get__(self)
+      if not _policies or _checking():
+        return bound(grads_and_vars, global_step=global_step, name=name)
+      on_missing, opt_out = _policies[-1]
+      with _check_scope():
+        return _apply(self, bound, grads_and_vars, global_step, name,
+                      on_missing, opt_out)
+    guarded = apply_gradients
+  guarded.__doc__ = original.__doc__
+  guarded.__wrapped__ = original
+  setattr(guarded, _ORIGINAL, original)
+  return guarded
+
+
+def _patch_optimizer_class() -> None:
+  for method in _METHODS:
+    current = _Optimizer.__dict__[method]
+    if getattr(current, _ORIGINAL, None) is None:
+      setattr(_Optimizer, method, _guarded(method, current))
+
+
+def _unpatch_optimizer_class() -> None:
+  for method in _METHODS:
+    current = _Optimizer.__dict__[method]
+    setattr(_Optimizer, method, getattr(current, _ORIGINAL, current))
 
 
 def install(on_missing: str = "raise") -> None:
   """Guards every optimizer for the rest of the process (``safetrain run``)."""
-  _args.on_missing(on_missing, "safetrain.install_guard")
+  _args.on_missing(on_missing, "safetrain run")
   with _lock:
-    _policies.insert(0, on_missing)
-    _patch()
+    _policies.insert(0, (on_missing, _OPT_OUT_RUN))
+    _patch_optimizer_class()
 
 
 def installed() -> Optional[str]:
   """The policy the guard applies now, or None when it is not installed."""
-  return _policies[-1] if _policies else None
+  return _policies[-1][0] if _policies else None
 
 
 @contextlib.contextmanager
 def guard_optimizers(on_missing: str = "raise") -> Iterator[None]:
-  """Checks the loss of every TF1 optimizer's gradients inside the block.
+  """Checks every TF1 optimizer's updates inside the block.
 
-  Inside the block, ``tf.compat.v1.train.Optimizer.compute_gradients`` (and
-  so ``minimize``, slim's ``create_train_op`` and ``SyncReplicasOptimizer``)
-  first checks that the loss includes the regularization of the variables
-  it differentiates, as ``create_train_op_safe`` does:
+  Inside the block, ``tf.compat.v1.train.Optimizer``'s ``apply_gradients``
+  (and so ``minimize``, slim's ``create_train_op`` and
+  ``SyncReplicasOptimizer``) first checks that the losses whose gradients it
+  applies include the regularization of the variables it updates, each
+  once, as ``create_train_op_safe`` does:
 
       with safetrain.guard_optimizers():
         train_op = tf_slim.learning.create_train_op(loss, optimizer)
 
   Args:
-    on_missing: ``"raise"`` raises ``MissingRegularizationError``; ``"add"``
-      computes the gradients of the loss plus the left-out terms; ``"warn"``
-      warns (``MissingRegularizationWarning``) and leaves the loss as is.
+    on_missing: ``"raise"`` raises the ``RegularizationError`` of the
+      verdict; ``"add"`` applies the gradients of the loss plus the left-out
+      terms; ``"warn"`` warns (``MissingRegularizationWarning``) and applies
+      the gradients as given. It governs every verdict (see ``_policy``).
 
   Yields:
     None. Blocks nest; the innermost policy applies.
   """
   _args.on_missing(on_missing, "guard_optimizers")
+  entry = (on_missing, _OPT_OUT_BLOCK)
   with _lock:
-    _policies.append(on_missing)
-    _patch()
+    _policies.append(entry)
+    _patch_optimizer_class()
   try:
     yield
   finally:
     with _lock:
       # Remove this block's entry, the last one equal to it.
       for i in range(len(_policies) - 1, -1, -1):
-        if _policies[i] == on_missing:
+        if _policies[i] == entry:
           del _policies[i]
           break
       if not _policies:
-        _unpatch()
+        _unpatch_optimizer_class()
 
 
 class SafeOptimizer(_Optimizer):
-  """A TF1 optimizer that checks the loss before computing gradients.
+  """A TF1 optimizer that checks each update's losses before applying it.
 
       optimizer = safetrain.SafeOptimizer(
           tf.compat.v1.train.MomentumOptimizer(0.01, 0.9))
       train_op = optimizer.minimize(loss)   # raises if loss drops decay
 
-  Everything else (``apply_gradients``, slots, variables) is the wrapped
-  optimizer's.
+  Everything else (slots, variables) is the wrapped optimizer's.
   """
 
   def __init__(self, optimizer: Any, *, on_missing: str = "raise"):
@@ -202,19 +331,19 @@ class SafeOptimizer(_Optimizer):
     return self._optimizer
 
   def compute_gradients(self, loss, var_list=None, *args, **kwargs):
+    compute = self._optimizer.compute_gradients
     if _checking():
-      return self._optimizer.compute_gradients(loss, var_list, *args,
-                                               **kwargs)
+      return compute(loss, var_list, *args, **kwargs)
     with _check_scope():
-      var_list = _flat_var_list(var_list)
-      loss = _checked_loss(loss, var_list, self._on_missing,
-                           "SafeOptimizer.compute_gradients")
-      return self._optimizer.compute_gradients(loss, var_list, *args,
-                                               **kwargs)
+      return _compute(self, compute, loss, var_list, args, kwargs)
 
   def apply_gradients(self, grads_and_vars, global_step=None, name=None):
-    return self._optimizer.apply_gradients(grads_and_vars,
-                                           global_step=global_step, name=name)
+    apply = self._optimizer.apply_gradients
+    if _checking():
+      return apply(grads_and_vars, global_step=global_step, name=name)
+    with _check_scope():
+      return _apply(self, apply, grads_and_vars, global_step, name,
+                    self._on_missing, _OPT_OUT_WRAPPER)
 
   def get_slot(self, var, name):
     return self._optimizer.get_slot(var, name)

@@ -6,7 +6,7 @@ the example trainers, so every place says the same thing the same way.
 
 import dataclasses
 import enum
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 __all__ = ("RegularizationReport", "RegularizationTerm", "Status")
 
@@ -89,15 +89,43 @@ class RegularizationTerm:
     }
 
 
+# What a message says to opt out, by default (a Python call); the guard under
+# ``safetrain run`` says its own flag instead.
+OPT_OUT = 'pass on_missing="warn"'
+
+# Relative tolerance when comparing coefficients (float32 arithmetic).
+_TOLERANCE = 1e-6
+
+
+def close(value: float, expected: float) -> bool:
+  """Whether two coefficients are equal within float32 arithmetic."""
+  return abs(value - expected) <= _TOLERANCE * max(1.0, abs(expected))
+
+
 @dataclasses.dataclass(frozen=True)
 class RegularizationReport:
-  """What a check found for one optimized loss.
+  """What a check found for one update: the losses whose gradients it applies.
 
   Attributes:
-    loss_name: the optimized loss tensor's name.
+    loss_name: the optimized loss tensor's name (the first, for an update
+      that sums the gradients of several losses).
     loss_description: its name, dtype and shape, for messages.
-    terms: every regularization loss of the graph, deduplicated.
-    trained_variables: names of the variables the train op updates.
+    terms: every regularization loss of the graph, deduplicated, with its
+      status and, where read, its coefficient summed over the losses.
+    trained_variables: names of the variables the update changes.
+    expected_coefficient: the coefficient that counts as "once" (1 for one
+      device, a sum of clones or a parameter-server worker); None when
+      coefficients were not read.
+    losses: the names of every loss of the update (``(loss_name,)`` for one).
+    scale: a constant factor by which the whole (single) loss is scaled,
+      e.g. 0.5 for ``0.5 * (data + regularization)``: the relative weight of
+      data and decay is what matters, so "once" means ``scale`` then.
+    replicas: N when the loss is a replica's whose gradient is summed with
+      N-1 others (``MirroredStrategy``); 1 otherwise.
+    misscaled_data: with N replicas, (name, coefficient) of each data loss
+      that does not enter with 1/N.
+    ineffective: regularizers set where they never act (a Keras layer's
+      ``kernel_regularizer`` assigned after it was built).
   """
 
   loss_name: str
@@ -105,6 +133,11 @@ class RegularizationReport:
   terms: Tuple[RegularizationTerm, ...]
   trained_variables: Tuple[str, ...]
   expected_coefficient: Optional[float] = None
+  losses: Tuple[str, ...] = ()
+  scale: float = 1.0
+  replicas: int = 1
+  misscaled_data: Tuple[Tuple[str, float], ...] = ()
+  ineffective: Tuple[Any, ...] = ()
 
   @property
   def missing(self) -> Tuple[RegularizationTerm, ...]:
@@ -112,19 +145,42 @@ class RegularizationReport:
     return tuple(t for t in self.terms if t.is_missing)
 
   @property
-  def overcounted(self) -> Tuple[RegularizationTerm, ...]:
-    """Included terms whose coefficient exceeds the expected one."""
-    expected = self.expected_coefficient
+  def expected(self) -> Optional[float]:
+    """The coefficient each included term should have, scale included."""
+    if self.expected_coefficient is None:
+      return None
+    return self.expected_coefficient * self.scale
+
+  def _counted(self):
+    expected = self.expected
     if expected is None:
       return ()
-    return tuple(
-        t for t in self.terms
-        if t.status is Status.INCLUDED and t.coefficient is not None and
-        t.coefficient > expected * (1 + 1e-6))
+    return tuple(t for t in self.terms
+                 if t.status is Status.INCLUDED and
+                 t.coefficient is not None and
+                 not close(t.coefficient, expected))
+
+  @property
+  def overcounted(self) -> Tuple[RegularizationTerm, ...]:
+    """Included terms whose coefficient exceeds the expected one."""
+    expected = self.expected
+    return tuple(t for t in self._counted() if t.coefficient > expected)
+
+  @property
+  def undercounted(self) -> Tuple[RegularizationTerm, ...]:
+    """Included terms whose coefficient falls short of the expected one."""
+    expected = self.expected
+    return tuple(t for t in self._counted() if t.coefficient < expected)
+
+  @property
+  def misscaled_regularization(self) -> Tuple[RegularizationTerm, ...]:
+    """With N replicas, the included terms not at exactly the expected."""
+    return self._counted() if self.replicas > 1 else ()
 
   @property
   def ok(self) -> bool:
-    return not self.missing and not self.overcounted
+    return not (self.missing or self.overcounted or self.undercounted or
+                self.misscaled_data or self.ineffective)
 
   def count(self, status: Status) -> int:
     return sum(1 for t in self.terms if t.status is status)
@@ -132,41 +188,70 @@ class RegularizationReport:
   def to_dict(self) -> Dict[str, Any]:
     return {
         "loss": self.loss_name,
+        "losses": list(self.losses or (self.loss_name,)),
         "ok": self.ok,
         "trained_variables": len(self.trained_variables),
         "regularization_losses": len(self.terms),
         "counts": {s.value: self.count(s) for s in Status},
+        "expected_coefficient": self.expected,
         "missing": [t.name for t in self.missing],
         "overcounted": [t.name for t in self.overcounted],
+        "undercounted": [t.name for t in self.undercounted],
+        "misscaled_data": [list(d) for d in self.misscaled_data],
+        "ineffective": [str(i) for i in self.ineffective],
         "terms": [t.to_dict() for t in self.terms],
     }
 
   def to_text(self) -> str:
     """A table of every term, for people."""
-    lines = [f"loss {self.loss_description}: "
-             f"{len(self.terms)} regularization losses, "
+    losses = self.losses or (self.loss_name,)
+    head = (f"loss {self.loss_description}" if len(losses) == 1 else
+            f"{len(losses)} losses of one update "
+            f"({', '.join(repr(n) for n in losses)})")
+    lines = [f"{head}: {len(self.terms)} regularization losses, "
              f"{len(self.missing)} required but left out"]
     if not self.terms:
       lines.append("  (the graph has no regularization losses)")
     width = max([len(t.name) for t in self.terms] + [4])
+    overcounted = {t.name for t in self.overcounted}
+    undercounted = {t.name for t in self.undercounted}
     for term in self.terms:
       coefficient = ("" if term.coefficient is None else
                      f"  x{term.coefficient:g}")
-      flag = "  <- LEFT OUT" if term.is_missing else ""
+      flag = ""
+      if term.is_missing:
+        flag = "  <- LEFT OUT"
+      elif term.name in overcounted:
+        flag = f"  <- COUNTED x{term.coefficient / self.expected:g}"
+      elif term.name in undercounted:
+        flag = f"  <- TOO WEAK (expected x{self.expected:g})"
       variables = ", ".join(term.variables) or "(no variable)"
       lines.append(f"  {term.status.value:<11} {term.name:<{width}}  "
                    f"{variables}{coefficient}{flag}")
+    for name, value in self.misscaled_data:
+      lines.append(f"  data loss   {name}  x{value:g} (expected "
+                   f"x1/{self.replicas})  <- NOT SCALED FOR {self.replicas} "
+                   "REPLICAS")
+    for item in self.ineffective:
+      lines.append(f"  ineffective {item}  <- NEVER APPLIED")
     return "\n".join(lines)
 
-  def missing_message(self, caller: str) -> str:
+  def _loss_lines(self) -> List[str]:
+    losses = self.losses or (self.loss_name,)
+    if len(losses) == 1:
+      return [f"  optimized loss:  {self.loss_description}"]
+    lines = [f"  one update sums the gradients of {len(losses)} losses:"]
+    lines.extend(f"                   '{name}'" for name in losses)
+    return lines
+
+  def missing_message(self, caller: str, opt_out: str = OPT_OUT) -> str:
     """The message of MissingRegularizationError: what, which, why, fix."""
     missing = self.missing
     lines = [
         f"{caller}: the loss being optimized leaves out {len(missing)} of "
         f"{len(self.terms)} regularization losses, so weight decay has no "
         "effect on the variables they regularize.",
-        f"  optimized loss:  {self.loss_description}",
-    ]
+    ] + self._loss_lines()
     label = "left out:"
     for term in missing[:MESSAGE_LIMIT]:
       variables = ", ".join(term.variables) or "no variable"
@@ -180,27 +265,84 @@ class RegularizationReport:
     for status in (Status.MISSING, Status.BLOCKED, Status.UNREACHABLE):
       if any(t.status is status for t in missing):
         lines.append(_ADVICE[status])
-    lines.append('To leave them out on purpose, pass on_missing="warn".')
+    lines.append(f"To leave them out on purpose, {opt_out}.")
     return "\n".join(lines)
 
-  def overcounted_message(self, caller: str) -> str:
+  def overcounted_message(self, caller: str, opt_out: str = OPT_OUT,
+                          routes: str = "") -> str:
+    """The message of DoubleCountedRegularizationError."""
     terms = self.overcounted
     lines = [
         f"{caller}: the loss being optimized counts {len(terms)} "
         f"regularization loss{'es' if len(terms) != 1 else ''} more often "
         "than once, so weight decay is stronger than configured.",
-        f"  optimized loss:  {self.loss_description}",
-    ]
-    for term in terms[:MESSAGE_LIMIT]:
-      lines.append(f"  counted x{term.coefficient:g} (expected "
-                   f"x{self.expected_coefficient:g}): '{term.name}'")
-    if len(terms) > MESSAGE_LIMIT:
-      lines.append(f"  ... and {len(terms) - MESSAGE_LIMIT} more "
-                   "(see error.overcounted)")
+    ] + self._loss_lines() + self._coefficient_lines(terms, "overcounted")
+    if routes:
+      lines.append(routes)
     lines.append(
         "Fix: add regularization once, not in every clone's loss:\n"
         "    loss = safetrain.sum_clone_losses(clone_losses)\n"
         "and build a single-device loss with safetrain.total_loss_from(loss),"
         " which never adds a term twice.")
-    lines.append('To count them so on purpose, pass on_missing="warn".')
+    lines.append(f"To count them so on purpose, {opt_out}.")
     return "\n".join(lines)
+
+  def undercounted_message(self, caller: str, opt_out: str = OPT_OUT) -> str:
+    """The message of TooWeakRegularizationError."""
+    terms = self.undercounted
+    lines = [
+        f"{caller}: the loss being optimized counts {len(terms)} "
+        f"regularization loss{'es' if len(terms) != 1 else ''} less than "
+        "once, so weight decay is weaker than configured.",
+    ] + self._loss_lines() + self._coefficient_lines(terms, "undercounted")
+    lines.append(
+        "Fix: add each regularization loss once, unscaled, to the loss of "
+        "one update:\n"
+        "    loss = safetrain.total_loss_from(data_loss)\n"
+        "(for clones: safetrain.sum_clone_losses(clone_losses)).")
+    lines.append(f"To count them so on purpose, {opt_out}.")
+    return "\n".join(lines)
+
+  def replica_message(self, caller: str, opt_out: str = OPT_OUT) -> str:
+    """The message of ReplicaScalingError (N replicas, summed gradients)."""
+    n = self.replicas
+    lines = [
+        f"{caller}: {n} replicas sum their gradients, so each replica's data "
+        f"loss must enter its loss x1/{n} and the regularization x1 (only the "
+        "first replica's gradient carries it); otherwise weight decay is off "
+        f"by a factor of {n}.",
+        f"  replica loss:  '{self.loss_name}'"]
+    for name, value in self.misscaled_data:
+      lines.append(f"  data loss x{value:g} (expected x{1 / n:g}): '{name}'")
+    for term in self.misscaled_regularization[:MESSAGE_LIMIT]:
+      lines.append(f"  regularization x{term.coefficient:g} (expected x1): "
+                   f"'{term.name}'")
+    lines.append("Fix: in the function given to strategy.run,\n"
+                 "    loss = safetrain.replica_total_loss(data_loss)")
+    lines.append(f"To build it so on purpose, {opt_out}.")
+    return "\n".join(lines)
+
+  def ineffective_message(self, caller: str, opt_out: str = OPT_OUT) -> str:
+    """The message of IneffectiveRegularizerError."""
+    items = self.ineffective
+    lines = [f"{caller}: {len(items)} regularizer"
+             f"{'s were' if len(items) != 1 else ' was'} set where "
+             "TensorFlow never applies them, so they add no weight decay."]
+    for item in items[:MESSAGE_LIMIT]:
+      lines.append(f"  {item}")
+    fixes = sorted({getattr(i, "fix", "") for i in items} - {""})
+    if fixes:
+      lines.append("Fix:")
+      lines.extend(fixes)
+    lines.append(f"To train without them on purpose, {opt_out}.")
+    return "\n".join(lines)
+
+  def _coefficient_lines(self, terms, field: str) -> List[str]:
+    lines = []
+    for term in terms[:MESSAGE_LIMIT]:
+      lines.append(f"  counted x{term.coefficient:g} (expected "
+                   f"x{self.expected:g}): '{term.name}'")
+    if len(terms) > MESSAGE_LIMIT:
+      lines.append(f"  ... and {len(terms) - MESSAGE_LIMIT} more "
+                   f"(see error.{field})")
+    return lines

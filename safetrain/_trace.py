@@ -18,7 +18,6 @@ optimized loss and the variables. This reads the graph only.
   guard with ``on_missing="add"`` the two differ.
 """
 
-import collections
 import dataclasses
 import re
 from typing import Dict, List, Optional, Tuple
@@ -26,6 +25,7 @@ from typing import Dict, List, Optional, Tuple
 import tensorflow as tf
 
 from safetrain import _errors
+from safetrain import _graph
 
 __all__ = ("TrainOpTrace", "find_train_ops", "trace_train_op")
 
@@ -76,23 +76,12 @@ def _peel_check_numerics(tensor) -> tf.Tensor:
   return tensor
 
 
-def _ancestors_with_control(op) -> List[tf.Operation]:
-  seen = {op}
-  queue = collections.deque([op])
-  order = []
-  while queue:
-    current = queue.popleft()
-    order.append(current)
-    for parent in [t.op for t in current.inputs] + list(current.control_inputs):
-      if parent not in seen:
-        seen.add(parent)
-        queue.append(parent)
-  return order
-
-
 def _owner(tensor) -> Optional[tf.Operation]:
+  """The variable op whose storage ``tensor`` reads, through identities."""
   op = tensor.op
-  for _ in range(32):
+  seen = set()
+  while op not in seen:  # A chain of reads ends at the variable, or not.
+    seen.add(op)
     if op.type in _VARIABLE_OPS:
       return op
     if op.type not in _THROUGH or not op.inputs:
@@ -101,20 +90,29 @@ def _owner(tensor) -> Optional[tf.Operation]:
   return None
 
 
-def _gradient_prefix(apply_op) -> Optional[str]:
-  """The ``gradients`` scope whose output this apply op consumes."""
-  queue = collections.deque(t.op for t in apply_op.inputs[1:])
-  seen = set()
-  while queue and len(seen) < 64:
-    op = queue.popleft()
-    if op in seen:
-      continue
-    seen.add(op)
-    match = _GRAD_SCOPE.match(op.name) or _SEED.match(op.name)
-    if match:
-      return match.group("prefix")
-    queue.extend(t.op for t in op.inputs)
-  return None
+def _gradient_prefix_of(op) -> Optional[str]:
+  match = _GRAD_SCOPE.match(op.name) or _SEED.match(op.name)
+  return match.group("prefix") if match else None
+
+
+def _gradient_prefixes(apply_op) -> List[str]:
+  """The ``gradients`` scopes whose results this apply op consumes.
+
+  Walks back from its inputs (the gradient, the learning rate) through what
+  lies between (sums of clone gradients, clipping, multipliers, the terms
+  the guard adds) and stops at the first op of each gradient computation:
+  one scope per ``tf.gradients`` call whose result reaches the update.
+  """
+  starts = [t.op for t in apply_op.inputs[1:]]
+  reached = _graph.ancestor_ops(
+      starts, control=False,
+      stop=lambda op: _gradient_prefix_of(op) is not None)
+  prefixes: List[str] = []
+  for op in reached:
+    prefix = _gradient_prefix_of(op)
+    if prefix is not None and prefix not in prefixes:
+      prefixes.append(prefix)
+  return prefixes
 
 
 def _loss_from_seed(graph, prefix: str) -> Optional[tf.Tensor]:
@@ -171,10 +169,10 @@ def trace_train_op(train_op) -> TrainOpTrace:
   # train op waits for the global step's AssignAdd, which waits for the
   # update group, which waits for the apply ops), so that short walk comes
   # first; the walk over all data ancestors is the fallback.
-  apply_ops = [a for a in _control_closure([op])
+  apply_ops = [a for a in _graph.ancestor_ops([op], data=False)
                if _OPTIMIZER_APPLY.match(a.type)]
   if not apply_ops:
-    apply_ops = [a for a in _ancestors_with_control(op)
+    apply_ops = [a for a in _graph.ancestor_ops([op])
                  if _OPTIMIZER_APPLY.match(a.type)]
   owners: Dict[str, tf.Operation] = {}
   prefixes: List[str] = []
@@ -182,9 +180,9 @@ def trace_train_op(train_op) -> TrainOpTrace:
     owner = _owner(apply_op.inputs[0]) if apply_op.inputs else None
     if owner is not None:
       owners.setdefault(owner.name, owner)
-    prefix = _gradient_prefix(apply_op)
-    if prefix is not None and prefix not in prefixes:
-      prefixes.append(prefix)
+    for prefix in _gradient_prefixes(apply_op):
+      if prefix not in prefixes:
+        prefixes.append(prefix)
   # What the apply ops were computed from is the truth: the loss a guard
   # with on_missing="add" augments is not the one slim's train op returns.
   losses: List[tf.Tensor] = []
@@ -224,29 +222,15 @@ def find_train_ops(graph) -> Tuple[tf.Operation, ...]:
     return tuple(op for op in listed if op not in run_by_others)
   if listed:
     return tuple(listed)
-  ops = graph.get_operations()
-  apply_ops = {op for op in ops if _OPTIMIZER_APPLY.match(op.type)}
+  apply_ops = {op for op in graph.get_operations()
+               if _OPTIMIZER_APPLY.match(op.type)}
   if not apply_ops:
     return ()
-  runs_apply = set(apply_ops)
-  consumers = collections.defaultdict(set)
-  for op in ops:
-    for parent in _parents(op):
-      consumers[parent].add(op)
-  frontier = collections.deque(apply_ops)
-  while frontier:
-    current = frontier.popleft()
-    for child in consumers[current]:
-      if child not in runs_apply:
-        runs_apply.add(child)
-        frontier.append(child)
-  sinks = [op for op in runs_apply
-           if not (consumers[op] & runs_apply) and op not in apply_ops]
+  runs_apply = _graph.descendant_ops(apply_ops, graph)
+  waited_for = {parent for op in runs_apply
+                for parent in [t.op for t in op.inputs] + op.control_inputs}
+  sinks = runs_apply - apply_ops - waited_for
   return tuple(sorted(sinks, key=lambda o: o.name))
-
-
-def _parents(op) -> List[tf.Operation]:
-  return [t.op for t in op.inputs] + list(op.control_inputs)
 
 
 def _strict_ancestors(ops: List[tf.Operation]) -> set:
@@ -256,20 +240,5 @@ def _strict_ancestors(ops: List[tf.Operation]) -> set:
   control edges again): that is how a train op runs the optimizer's update,
   and it keeps the walk away from the loss's (large) data ancestry.
   """
-  return _control_closure(ops, include_starts=False)
-
-
-def _control_closure(ops: List[tf.Operation], include_starts: bool = True
-                     ) -> set:
-  """``ops`` and every op they wait for through control edges alone."""
-  seen = set(ops) if include_starts else set()
-  queue = collections.deque()
-  for op in ops:
-    queue.extend(op.control_inputs)
-  while queue:
-    current = queue.popleft()
-    if current in seen:
-      continue
-    seen.add(current)
-    queue.extend(p for p in current.control_inputs if p not in seen)
-  return seen
+  return set(_graph.ancestor_ops(
+      [p for op in ops for p in op.control_inputs], data=False))

@@ -1,12 +1,11 @@
 """The safe API: ``total_loss_from`` and ``create_train_op_safe``.
 
 Both wrap what tf_slim does and keep its names, parameters and defaults;
-safetrain's own options are keyword-only. ``enforce`` is the one place that
-acts on a check's result, used by every entry point (these functions, the
-drop-in ``safetrain.slim``, the optimizer guard and the trainers).
+safetrain's own options are keyword-only. ``enforce`` checks one loss and
+acts through the one policy (``_policy.apply``); ``check_update`` does the
+same for the losses of a train op that is already built.
 """
 
-import warnings
 from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Union
 
 from absl import logging
@@ -16,24 +15,23 @@ from safetrain import _args
 from safetrain import _check
 from safetrain import _errors
 from safetrain import _graph
+from safetrain import _policy
 from safetrain import _report
 
 __all__ = (
     "MissingRegularizationWarning",
     "check_train_op",
+    "check_update",
     "create_train_op_safe",
     "enforce",
     "total_loss_from",
 )
 
 Status = _report.Status
+MissingRegularizationWarning = _errors.MissingRegularizationWarning
 
 _USE_GLOBAL_STEP = 0  # tf_slim.learning._USE_GLOBAL_STEP.
 _GATE_OP = tf.compat.v1.train.Optimizer.GATE_OP
-
-
-class MissingRegularizationWarning(UserWarning):
-  """Issued with ``on_missing="warn"`` when regularization is left out."""
 
 
 def _add_terms(loss, terms: Sequence, name: str):
@@ -47,47 +45,57 @@ def _add_terms(loss, terms: Sequence, name: str):
   return tf.add_n(values, name=name)
 
 
+def update_report(losses: Sequence, variables: Sequence, *,
+                  expected_coefficient: Optional[float] = 1.0,
+                  memo: Optional[_graph.Memo] = None,
+                  regularization: Optional[Sequence] = None
+                  ) -> _report.RegularizationReport:
+  """The report every entry point judges: one update and its losses.
+
+  ``losses`` are validated graph losses whose gradients one update applies
+  (one for ``create_train_op``; one per clone for model_deploy's per-clone
+  gradients); ``variables`` the variables it changes. Coefficients are read
+  unless ``expected_coefficient`` is None, and inside ``strategy.run`` the
+  replica rule applies.
+  """
+  return _check.analyze(
+      list(losses), variables, regularization=regularization,
+      expected_coefficient=expected_coefficient,
+      with_coefficients=expected_coefficient is not None,
+      replicas=_check.replicas_summing(), memo=memo)
+
+
+def judge(losses: Sequence, report: _report.RegularizationReport,
+          on_missing: str, caller: str, *,
+          opt_out: str = _report.OPT_OUT) -> Sequence:
+  """``_policy.apply`` for ``report``, naming the routes of doubled terms."""
+  return _policy.apply(
+      report, on_missing, caller, opt_out=opt_out,
+      routes=lambda: _check.routes(losses, report.overcounted))
+
+
 def enforce(loss, variables_to_train: Optional[Iterable], on_missing: str,
-            caller: str, *, expected_coefficient: Optional[float] = 1.0):
-  """Checks ``loss`` and acts on the result as ``on_missing`` says.
+            caller: str, *, expected_coefficient: Optional[float] = 1.0,
+            opt_out: str = _report.OPT_OUT):
+  """Checks ``loss`` and acts on the verdict as ``on_missing`` says.
 
   Returns the loss to optimize: ``loss`` itself, or with ``on_missing="add"``
-  the loss plus the terms it left out. Raises ``MissingRegularizationError``
-  for terms left out and ``DoubleCountedRegularizationError`` for terms
-  whose coefficient in the loss, where the graph shows it, exceeds
-  ``expected_coefficient`` (1: counted once; None skips that check). With
-  ``on_missing="warn"`` both only warn.
+  the loss plus the terms it left out. Every other verdict (a term counted
+  twice or too weakly, a replica loss not scaled for N) raises its
+  ``RegularizationError`` (or, with ``on_missing="warn"``, warns). With
+  ``expected_coefficient=None`` coefficients are not read.
   """
   _args.on_missing(on_missing, caller)
   _args.require_graph_mode(caller)
   loss = _args.graph_loss(loss, caller)
   variables = _args.trained_variables(variables_to_train, loss.graph, caller)
-  report = _check.analyze(loss, variables,
-                          expected_coefficient=expected_coefficient,
-                          with_coefficients=expected_coefficient is not None)
-  if report.overcounted:
-    if on_missing != "warn":
-      raise _errors.DoubleCountedRegularizationError(
-          report.overcounted_message(caller), report)
-    warnings.warn(report.overcounted_message(caller),
-                  MissingRegularizationWarning, stacklevel=3)
-  missing = report.missing
-  if not missing:
+  report = update_report([loss], variables,
+                         expected_coefficient=expected_coefficient)
+  to_add = judge([loss], report, on_missing, caller, opt_out=opt_out)
+  if not to_add:
     return loss
-  if on_missing == "warn":
-    warnings.warn(report.missing_message(caller),
-                  MissingRegularizationWarning, stacklevel=3)
-    return loss
-  addable = [t for t in missing if t.status is Status.MISSING]
-  if on_missing == "raise" or len(addable) != len(missing):
-    raise _errors.MissingRegularizationError(
-        report.missing_message(caller), report)
-  logging.info("%s: added %d regularization losses that %s left out: %s",
-               caller, len(addable), loss.name,
-               ", ".join(t.name for t in addable[:5]) +
-               (" ..." if len(addable) > 5 else ""))
   with loss.graph.as_default():
-    return _add_terms(loss, [t.tensor for t in addable],
+    return _add_terms(loss, [t.tensor for t in to_add],
                       name="total_loss_with_regularization")
 
 
@@ -248,8 +256,11 @@ def learning_train_op(caller: str, total_loss, optimizer, *, global_step,
 def check_train_op(train_op, on_missing: str, caller: str) -> None:
   """Checks a train op that is already built, for ``slim.learning.train``.
 
-  The loss and the variables are traced from the op (see ``_trace``). A
-  built train op cannot be changed, so ``on_missing="add"`` is refused here.
+  The losses and the variables are traced from the op (see ``_trace``): all
+  the losses whose gradients it applies are judged as one update, so
+  model_deploy's per-clone gradients (regularization in the first clone's
+  loss only) pass. A built train op cannot be changed, so
+  ``on_missing="add"`` is refused here.
   """
   from safetrain import _trace  # pylint: disable=g-import-not-at-top
   if on_missing == "add":
@@ -269,7 +280,20 @@ def check_train_op(train_op, on_missing: str, caller: str) -> None:
     logging.warning("%s: could not find the loss that %s minimizes; its "
                     "regularization was not checked.", caller, train_op.name)
     return
-  owners = _graph.variable_key_ops(_check.all_variables(train_op.graph))
-  variables = [owners[op] for op in trace.variable_ops if op in owners]
-  for loss in trace.losses:
-    enforce(loss, variables or None, on_missing, caller)
+  check_update(trace.losses, trace.variable_ops, on_missing, caller)
+
+
+def check_update(losses: Sequence, variable_ops: Sequence, on_missing: str,
+                 caller: str, *, opt_out: str = _report.OPT_OUT) -> Sequence:
+  """Judges the losses of one update that changes ``variable_ops``.
+
+  Returns the terms to add (``on_missing="add"``), for a caller that can
+  still add their gradients (the guard, at ``apply_gradients``).
+  """
+  graph = losses[0].graph
+  owners = _graph.variable_key_ops(_check.all_variables(graph))
+  variables = [owners[op] for op in variable_ops if op in owners]
+  if not variables:
+    variables = _args.trained_variables(None, graph, caller)
+  report = update_report(losses, variables)
+  return judge(losses, report, on_missing, caller, opt_out=opt_out)

@@ -130,6 +130,25 @@ class StatusesTest(parameterized.TestCase):
                      ("head/biases", "head/weights"))
     self.assertEqual(result.exit_code, 1)
 
+  def test_a_doubled_term_is_a_problem_as_in_create_train_op_safe(self):
+    # The bug of issue 10: the audit read no coefficients and passed this.
+    def build():
+      loss = _model()
+      regularization = tf.add_n(tf.compat.v1.losses.get_regularization_losses())
+      slim.learning.create_train_op(
+          loss + regularization, tf.compat.v1.train.GradientDescentOptimizer(0.1))
+    result = _audit.audit_meta_graph(_export(self.directory, "m", build))
+    self.assertEqual(result.exit_code, 1)
+    self.assertEqual(result.verdicts, (safetrain.Verdict.DOUBLED,))
+    (report,) = result.train_ops[0].reports
+    self.assertEqual([t.coefficient for t in report.terms], [2.0, 2.0])
+    self.assertLen(report.overcounted, 2)
+    text = result.to_text()
+    self.assertIn("<- COUNTED x2", text)
+    self.assertIn("more often than once", text)
+    self.assertFalse(result.to_dict()["ok"])
+    self.assertEqual(result.to_dict()["verdicts"], ["doubled"])
+
   def test_stop_gradient_is_blocked(self):
     def build():
       loss = _model(stop_gradient=True)

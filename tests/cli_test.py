@@ -228,8 +228,11 @@ class RunCommandTest(absltest.TestCase):
     self.assertRegex(
         result.stderr,
         r"MissingRegularizationError: \[safetrain\] MomentumOptimizer\."
-        r"compute_gradients: the loss being optimized leaves out 2 of 2 "
+        r"apply_gradients: the loss being optimized leaves out 2 of 2 "
         r"regularization losses")
+    # The opt-out is spelled as this command line takes it.
+    self.assertIn("safetrain run --on_missing=warn", result.stderr)
+    self.assertNotIn('on_missing="warn"', result.stderr)
     self.assertIn("'conv1/kernel/Regularizer/l2_regularizer:0'", result.stderr)
     self.assertNotIn("nothing was checked", result.stderr)
     self.assertFalse(os.path.exists(logdir) and any(

@@ -103,7 +103,27 @@ class CoefficientScenarioTest(parameterized.TestCase):
         self.assertAlmostEqual(term.coefficient, expected, places=6)
       # The graph reading agrees with what TensorFlow differentiates.
       np.testing.assert_allclose(measured, [expected, expected], rtol=1e-6)
-      self.assertEqual(bool(report.overcounted), expected > 1.0)
+      # A whole loss scaled by a constant keeps the balance of data and
+      # decay: "once" then means that constant.
+      relative = expected / report.scale
+      self.assertEqual(bool(report.overcounted), relative > 1.0 + 1e-6)
+      self.assertEqual(bool(report.undercounted), relative < 1.0 - 1e-6)
+
+  @parameterized.named_parameters(
+      ("times_constant", lambda d, r: (d + r) * 3.0, 3.0),
+      ("constant_times", lambda d, r: 0.5 * (d + r), 0.5),
+      ("divided", lambda d, r: tf.math.divide(d + r, 4.0), 0.25),
+      ("through_identity", lambda d, r: tf.identity(2.0 * (d + r)), 2.0),
+      ("sum", lambda d, r: d + r, 1.0),
+      ("mean_of_a_vector", lambda d, r: tf.reduce_mean(tf.stack([d + r, d])),
+       1.0),
+  )
+  def test_whole_scale(self, combine, scale):
+    with tf.Graph().as_default():
+      loss = combine(helpers.cross_entropy(), _reg_sum())
+      report = safetrain.check_regularization(loss, expected_coefficient=1.0)
+    self.assertAlmostEqual(report.scale, scale, places=6)
+    self.assertFalse(report.overcounted)
 
   def test_the_scenarios_cover_both_verdicts(self):
     verdicts = {e is not None and e > 1.0 for _, _, e in SCENARIOS}

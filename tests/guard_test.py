@@ -1,4 +1,4 @@
-"""Tests for safetrain._guard: the check on Optimizer.compute_gradients."""
+"""Tests for safetrain._guard: the check on each TF1 optimizer update."""
 
 import os
 import shutil
@@ -17,6 +17,7 @@ from safetrain import _guard
 
 _Optimizer = tf.compat.v1.train.Optimizer
 _ORIGINAL_COMPUTE_GRADIENTS = _Optimizer.__dict__["compute_gradients"]
+_ORIGINAL_APPLY_GRADIENTS = _Optimizer.__dict__["apply_gradients"]
 
 
 def _model():
@@ -48,10 +49,26 @@ def _hand_written(loss, opt):
 
 def _sync_replicas(loss, opt):
   sync = tf.compat.v1.train.SyncReplicasOptimizer(opt, replicas_to_aggregate=1)
-  return sync.compute_gradients(loss)
+  # Its update goes through accumulators: the applied gradients no longer
+  # show the loss, which the inner optimizer's record still names.
+  return sync.apply_gradients(
+      sync.compute_gradients(loss),
+      global_step=tf.compat.v1.train.get_or_create_global_step())
 
 
-# Every TF1 training path reaches Optimizer.compute_gradients.
+def _one_step(build_train_op):
+  """The weights after one step of ``build_train_op()``, by variable name."""
+  tf.compat.v1.set_random_seed(0)  # The same start in every graph.
+  train_op = build_train_op()
+  with tf.compat.v1.Session() as session:
+    session.run(tf.compat.v1.global_variables_initializer())
+    session.run(train_op)
+    variables = tf.compat.v1.trainable_variables()
+    return dict(zip([v.op.name for v in variables], session.run(variables)))
+
+
+# Every TF1 training path reaches Optimizer.compute_gradients and
+# apply_gradients.
 _PATHS = (
     ("minimize", _minimize),
     ("slim_create_train_op", _slim_create_train_op),
@@ -78,6 +95,8 @@ class GuardOptimizersTest(parameterized.TestCase):
     # Every block must leave the class as it found it.
     self.assertIs(_Optimizer.__dict__["compute_gradients"],
                   _ORIGINAL_COMPUTE_GRADIENTS)
+    self.assertIs(_Optimizer.__dict__["apply_gradients"],
+                  _ORIGINAL_APPLY_GRADIENTS)
 
   @parameterized.named_parameters(*_PATHS)
   def test_raises_when_the_loss_leaves_out_regularization(self, build):
@@ -90,7 +109,7 @@ class GuardOptimizersTest(parameterized.TestCase):
     self.assertLen(error.missing, 2)
     self.assertEqual(error.loss_name, "task_loss:0")
     self.assertRegex(
-        str(error), r"^\[safetrain\] \w+Optimizer\.compute_gradients: the loss "
+        str(error), r"^\[safetrain\] \w+Optimizer\.apply_gradients: the loss "
         r"being optimized leaves out 2 of 2 regularization losses")
 
   @parameterized.named_parameters(*_PATHS)
@@ -100,19 +119,30 @@ class GuardOptimizersTest(parameterized.TestCase):
       with safetrain.guard_optimizers():
         self.assertIsNotNone(build(loss + regularization, _sgd()))
 
-  def test_add_returns_gradients_of_the_augmented_loss(self):
-    with tf.Graph().as_default():
-      loss, regularization = _model()
-      expected = _sgd().compute_gradients(loss + regularization)
-      plain = _sgd().compute_gradients(loss)
+  def test_add_applies_the_update_of_the_augmented_loss(self):
+    def guarded():
+      loss, _ = _model()
       with safetrain.guard_optimizers(on_missing="add"):
-        guarded = _sgd().compute_gradients(loss)
-      expected, plain, guarded = _gradients(expected, plain, guarded)
+        return _sgd().minimize(loss)
+
+    def by_hand():
+      loss, regularization = _model()
+      return _sgd().minimize(loss + regularization)
+
+    def plain():
+      loss, _ = _model()
+      return _sgd().minimize(loss)
+
+    results = []
+    for build in (guarded, by_hand, plain):
+      with tf.Graph().as_default():
+        results.append(_one_step(build))
+    guarded, expected, plain = results
     self.assertEqual(sorted(guarded), sorted(expected))
     for name in expected:
-      np.testing.assert_allclose(guarded[name], expected[name], rtol=1e-6)
-    # The decay term matters: the weights' gradients differ from the plain
-    # loss's, so this test can tell the two apart.
+      np.testing.assert_allclose(guarded[name], expected[name], rtol=1e-5)
+    # The decay term matters: the weights differ from the plain loss's step,
+    # so this test can tell the two apart.
     self.assertFalse(np.allclose(plain["head/weights"],
                                  guarded["head/weights"]))
 
@@ -133,9 +163,9 @@ class GuardOptimizersTest(parameterized.TestCase):
       with safetrain.guard_optimizers():
         with safetrain.guard_optimizers(on_missing="warn"):
           with self.assertWarns(safetrain.MissingRegularizationWarning):
-            _sgd().compute_gradients(loss)
+            _sgd().minimize(loss)
         with self.assertRaises(safetrain.MissingRegularizationError):
-          _sgd().compute_gradients(loss)
+          _sgd().minimize(loss)
 
   def test_no_check_outside_the_block(self):
     with tf.Graph().as_default():
@@ -182,21 +212,29 @@ class SafeOptimizerTest(absltest.TestCase):
         safetrain.SafeOptimizer(_sgd()).minimize(loss)
 
   def test_slim_with_add_trains_with_decay(self):
-    with tf.Graph().as_default():
-      loss, regularization = _model()
+    def safe():
+      loss, _ = _model()
       inner = tf.compat.v1.train.MomentumOptimizer(0.1, 0.9)
       optimizer = safetrain.SafeOptimizer(inner, on_missing="add")
-      grads = optimizer.compute_gradients(loss)
-      expected = _sgd().compute_gradients(loss + regularization)
       train_op = tf_slim.learning.create_train_op(loss, optimizer)
-      grads, expected = _gradients(grads, expected)
-      for name in expected:
-        np.testing.assert_allclose(grads[name], expected[name], rtol=1e-6)
-      # apply_gradients and slots are the wrapped optimizer's.
+      # Slots are the wrapped optimizer's.
       self.assertEqual(optimizer.get_slot_names(), ["momentum"])
       self.assertIsNotNone(inner.get_slot(
           tf.compat.v1.trainable_variables("head/weights")[0], "momentum"))
-      self.assertIsNotNone(train_op)
+      return train_op
+
+    def by_hand():
+      loss, regularization = _model()
+      return tf_slim.learning.create_train_op(
+          loss + regularization, tf.compat.v1.train.MomentumOptimizer(0.1, 0.9))
+
+    results = []
+    for build in (safe, by_hand):
+      with tf.Graph().as_default():
+        results.append(_one_step(build))
+    for name in results[1]:
+      np.testing.assert_allclose(results[0][name], results[1][name],
+                                 rtol=1e-5)
 
   def test_inside_the_guard_checks_once(self):
     with tf.Graph().as_default():
@@ -208,7 +246,9 @@ class SafeOptimizerTest(absltest.TestCase):
     relevant = [w for w in caught
                 if issubclass(w.category, safetrain.MissingRegularizationWarning)]
     self.assertLen(relevant, 1)
-    self.assertIn("SafeOptimizer.compute_gradients", str(relevant[0].message))
+    self.assertIn("SafeOptimizer.apply_gradients", str(relevant[0].message))
+    self.assertIn('pass on_missing="warn" to SafeOptimizer',
+                  str(relevant[0].message))
 
   def test_rejects_what_is_not_an_optimizer(self):
     with self.assertRaisesRegex(safetrain.InvalidArgumentTypeError,
@@ -234,7 +274,7 @@ class InstallTest(absltest.TestCase):
         self.assertEqual(_guard.installed(), "raise")
       finally:
         _guard._policies.clear()  # pylint: disable=protected-access
-        _guard._unpatch()  # pylint: disable=protected-access
+        _guard._unpatch_optimizer_class()  # pylint: disable=protected-access
     self.assertIs(_Optimizer.__dict__["compute_gradients"],
                   _ORIGINAL_COMPUTE_GRADIENTS)
 

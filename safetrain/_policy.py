@@ -1,0 +1,159 @@
+"""The one policy: a report's verdict, and what to do about it.
+
+Every entry point builds a ``RegularizationReport`` for the update it sees
+(``_check.analyze``) and hands it here: ``create_train_op_safe`` and
+``total_loss_from``, the drop-in ``safetrain.slim``, the optimizer guard (and
+so ``safetrain run``), the audit of a saved graph, the clone and replica
+builders and the example trainers. So one graph gets one verdict, whichever
+way it is checked.
+
+``verdicts(report)`` says what is wrong; ``apply(report, on_missing, ...)``
+acts on it: ``"raise"`` raises the error of the first verdict (with every
+verdict's message), ``"add"`` returns the left-out terms for the caller to
+add when leaving out is all that is wrong, ``"warn"`` warns.
+``exit_code(report)`` is what a command line exits with.
+
+``on_missing`` governs every verdict, not only terms left out: a term counted
+twice, counted too weakly, a replica loss not scaled for N and a regularizer
+that never acts all raise under ``"raise"`` and warn under ``"warn"``. Only
+terms left out can be fixed by ``"add"``; the others raise under it.
+"""
+
+import enum
+import warnings
+from typing import Callable, Dict, Optional, Sequence, Tuple, Type
+
+from absl import logging
+
+from safetrain import _errors
+from safetrain import _report
+
+__all__ = (
+    "EXIT_BAD_INPUT",
+    "EXIT_OK",
+    "EXIT_PROBLEM",
+    "ON_MISSING_CHOICES",
+    "Verdict",
+    "apply",
+    "exit_code",
+    "verdicts",
+)
+
+ON_MISSING_CHOICES = ("raise", "add", "warn")
+
+EXIT_OK = 0
+EXIT_PROBLEM = 1
+EXIT_BAD_INPUT = 2
+
+Status = _report.Status
+
+
+class Verdict(enum.Enum):
+  """What is wrong with the regularization of one update."""
+
+  MISSING = "missing"
+  """A required term is not in any loss of the update."""
+  DOUBLED = "doubled"
+  """A term enters with a larger coefficient than once."""
+  TOO_WEAK = "too weak"
+  """A term enters with a smaller coefficient than once."""
+  MISSCALED = "not scaled for replicas"
+  """N replicas sum their gradients, but a replica's loss is not data/N plus
+  the regularization once."""
+  INEFFECTIVE = "ineffective"
+  """A regularizer is set where it never reaches any loss."""
+
+
+_ERRORS: Dict[Verdict, Type[_errors.RegularizationError]] = {
+    Verdict.MISSING: _errors.MissingRegularizationError,
+    Verdict.DOUBLED: _errors.DoubleCountedRegularizationError,
+    Verdict.TOO_WEAK: _errors.TooWeakRegularizationError,
+    Verdict.MISSCALED: _errors.ReplicaScalingError,
+    Verdict.INEFFECTIVE: _errors.IneffectiveRegularizerError,
+}
+
+
+def verdicts(report: _report.RegularizationReport) -> Tuple[Verdict, ...]:
+  """Everything wrong with ``report``, most fundamental first; () if ok."""
+  found = []
+  if report.missing:
+    found.append(Verdict.MISSING)
+  if report.overcounted:
+    found.append(Verdict.DOUBLED)
+  if report.replicas > 1:
+    if report.misscaled_data or report.undercounted:
+      found.append(Verdict.MISSCALED)
+  elif report.undercounted:
+    found.append(Verdict.TOO_WEAK)
+  if report.ineffective:
+    found.append(Verdict.INEFFECTIVE)
+  return tuple(found)
+
+
+def exit_code(report: Optional[_report.RegularizationReport]) -> int:
+  """0 when the report is ok, 1 for any verdict, 2 when nothing was checked."""
+  if report is None:
+    return EXIT_BAD_INPUT
+  return EXIT_PROBLEM if verdicts(report) else EXIT_OK
+
+
+def message(report: _report.RegularizationReport, found: Sequence[Verdict],
+            caller: str, opt_out: str = _report.OPT_OUT,
+            routes: Optional[Callable[[], str]] = None) -> str:
+  """Every verdict's message, in order, as one text."""
+  parts = []
+  for verdict in found:
+    if verdict is Verdict.MISSING:
+      parts.append(report.missing_message(caller, opt_out))
+    elif verdict is Verdict.DOUBLED:
+      parts.append(report.overcounted_message(
+          caller, opt_out, routes() if routes is not None else ""))
+    elif verdict is Verdict.TOO_WEAK:
+      parts.append(report.undercounted_message(caller, opt_out))
+    elif verdict is Verdict.MISSCALED:
+      parts.append(report.replica_message(caller, opt_out))
+    else:
+      parts.append(report.ineffective_message(caller, opt_out))
+  return "\n\n".join(parts)
+
+
+def apply(report: _report.RegularizationReport, on_missing: str, caller: str,
+          *, opt_out: str = _report.OPT_OUT,
+          routes: Optional[Callable[[], str]] = None,
+          stacklevel: int = 4) -> Tuple[_report.RegularizationTerm, ...]:
+  """Acts on ``report`` as ``on_missing`` says.
+
+  Args:
+    report: the update's report, with coefficients where they matter.
+    on_missing: ``"raise"``, ``"add"`` or ``"warn"`` (see the module doc).
+    caller: the function to name in messages.
+    opt_out: how the caller's user turns errors into warnings, for messages.
+    routes: builds the text naming where each doubled term is added; called
+      only for that message.
+    stacklevel: for the warning, as ``warnings.warn`` takes it.
+
+  Returns:
+    The terms the caller must add (``"add"``, only terms left out); () when
+    there is nothing to add.
+
+  Raises:
+    RegularizationError: the subclass of the first verdict, unless
+      ``on_missing="warn"``.
+  """
+  found = verdicts(report)
+  if not found:
+    return ()
+  if on_missing == "add" and found == (Verdict.MISSING,):
+    addable = tuple(t for t in report.missing if t.status is Status.MISSING)
+    if len(addable) == len(report.missing):
+      logging.info("%s: added %d regularization losses that %s left out: "
+                   "%s", caller, len(addable), report.loss_name,
+                   ", ".join(t.name for t in addable[:5]) +
+                   (" ..." if len(addable) > 5 else ""))
+      return addable
+  text = message(report, found, caller, opt_out, routes)
+  if on_missing == "warn":
+    warnings.warn(text, _errors.MissingRegularizationWarning,
+                  stacklevel=stacklevel)
+    return ()
+  raise _ERRORS[found[0]](text, report, found)

@@ -1,0 +1,152 @@
+"""One graph, one verdict: every entry point judges a scenario the same way.
+
+Each scenario of ``check_test``'s table (and a few that only coefficients
+tell apart) is built once. Then the same loss goes through every way into
+safetrain: the API (``create_train_op_safe``), the drop-in
+(``safetrain.slim.learning.create_train_op``), the optimizer guard
+(``guard_optimizers`` around plain tf_slim), ``slim.learning.train``'s check
+of a built train op, and the audit of the graph saved as a MetaGraph. Their
+verdicts must be identical, and equal to the one the table expects.
+"""
+
+import os
+import shutil
+import tempfile
+
+from absl.testing import absltest
+from absl.testing import parameterized
+import tensorflow as tf
+import tf_slim
+
+import safetrain
+import safetrain.slim as slim
+from safetrain import _train
+
+import check_test
+import helpers
+
+V = safetrain.Verdict
+
+
+def _doubled():
+  loss = helpers.cross_entropy()
+  reg = check_test._reg_sum()  # pylint: disable=protected-access
+  return loss + reg + reg, None
+
+
+def _too_weak():
+  loss = helpers.cross_entropy()
+  return loss + 0.5 * check_test._reg_sum(), None  # pylint: disable=protected-access
+
+
+def _whole_loss_scaled():
+  loss = helpers.cross_entropy()
+  return 2.0 * (loss + check_test._reg_sum()), None  # pylint: disable=protected-access
+
+
+# Scenarios that only coefficients tell apart: (build, expected verdicts).
+_COUNTED = (
+    (_doubled, (V.DOUBLED,)),
+    (_too_weak, (V.TOO_WEAK,)),
+    (_whole_loss_scaled, ()),
+)
+
+SCENARIOS = tuple(
+    (build.__name__.strip("_"), build, () if ok else (V.MISSING,))
+    for build, _, ok in check_test.SCENARIOS) + tuple(
+        (build.__name__.strip("_"), build, verdicts)
+        for build, verdicts in _COUNTED)
+
+
+# TensorFlow cannot import a MetaGraph whose REGULARIZATION_LOSSES names a
+# tensor of a tf.cond branch (a function graph): the audit says so (exit 2).
+_UNIMPORTABLE = "unimportable"
+_AUDIT_CANNOT_IMPORT = ("cond_branch_layer",)
+# TensorFlow cannot differentiate through PreventGradient: no train op can be
+# built, so only the checks that refuse it first (naming the term blocked)
+# give a verdict.
+_NO_TRAIN_OP = ("prevent_gradient",)
+
+
+def _sgd():
+  return tf.compat.v1.train.GradientDescentOptimizer(0.1)
+
+
+def _verdicts_of(function):
+  """The verdicts a call raises (every RegularizationError says them)."""
+  try:
+    function()
+  except safetrain.RegularizationError as e:
+    return tuple(e.verdicts)
+  return ()
+
+
+class VerdictEqualityTest(parameterized.TestCase):
+
+  def setUp(self):
+    super().setUp()
+    self.directory = tempfile.mkdtemp()
+    self.addCleanup(shutil.rmtree, self.directory)
+
+  def _all_entry_points(self, build):
+    """{entry point: verdicts} for one scenario, built once."""
+    found = {}
+    with tf.Graph().as_default():
+      loss, variables = build()
+      if build.__name__ in _NO_TRAIN_OP:
+        found["create_train_op_safe"] = _verdicts_of(
+            lambda: safetrain.create_train_op_safe(
+                loss, _sgd(), variables_to_train=variables))
+        found["safetrain.slim"] = _verdicts_of(
+            lambda: slim.learning.create_train_op(
+                loss, _sgd(), variables_to_train=variables))
+        with self.assertRaises(LookupError):
+          tf_slim.learning.create_train_op(loss, _sgd())
+        return found, safetrain.check_regularization(loss, variables)
+      # The audit sees the graph as a script without safetrain saved it.
+      plain = tf_slim.learning.create_train_op(
+          loss, _sgd(), variables_to_train=variables)
+      path = os.path.join(self.directory, "model.meta")
+      tf.compat.v1.train.export_meta_graph(filename=path)
+      try:
+        found["audit"] = safetrain.audit_meta_graph(path).verdicts
+      except safetrain.AuditInputError:
+        found["audit"] = _UNIMPORTABLE
+      found["slim.learning.train"] = _verdicts_of(
+          lambda: _train.check_train_op(plain, "raise", "train"))
+      found["create_train_op_safe"] = _verdicts_of(
+          lambda: safetrain.create_train_op_safe(
+              loss, _sgd(), variables_to_train=variables))
+      found["safetrain.slim"] = _verdicts_of(
+          lambda: slim.learning.create_train_op(
+              loss, _sgd(), variables_to_train=variables))
+
+      def guarded():
+        with safetrain.guard_optimizers():
+          tf_slim.learning.create_train_op(loss, _sgd(),
+                                           variables_to_train=variables)
+      found["guard"] = _verdicts_of(guarded)
+
+      def wrapped():
+        safetrain.SafeOptimizer(_sgd()).minimize(loss, var_list=variables)
+      found["SafeOptimizer"] = _verdicts_of(wrapped)
+      report = safetrain.check_regularization(loss, variables,
+                                              expected_coefficient=1.0)
+    return found, report
+
+  @parameterized.named_parameters(*SCENARIOS)
+  def test_every_entry_point_gives_the_same_verdict(self, build, expected):
+    found, report = self._all_entry_points(build)
+    if build.__name__ in _AUDIT_CANNOT_IMPORT:
+      self.assertEqual(found.pop("audit"), _UNIMPORTABLE)
+    self.assertEqual(found, {name: expected for name in found})
+    self.assertEqual(report.ok, not expected)
+
+  def test_the_scenarios_cover_every_counting_verdict(self):
+    seen = {v for _, _, verdicts in SCENARIOS for v in verdicts}
+    self.assertLessEqual({V.MISSING, V.DOUBLED, V.TOO_WEAK}, seen)
+    self.assertIn((), [verdicts for _, _, verdicts in SCENARIOS])
+
+
+if __name__ == "__main__":
+  absltest.main()
