@@ -445,7 +445,7 @@ def _analyze_imported(loss, variables,
   report = _check.analyze(loss, variables, regularization=saved, memo=memo)
   terms = tuple(
       dataclasses.replace(t, tensor=s._master_tensor)  # pylint: disable=protected-access
-      for t, s in zip(report.terms, saved))
+      for t, s in zip(report.terms, saved, strict=True))
   return dataclasses.replace(report, terms=terms)
 
 

@@ -115,7 +115,7 @@ def analyze(loss, variables_to_train: Sequence, *,
 
   walk = _graph.Walk([loss], differentiable=True) if regularization else None
   data_walk = None  # Built only if something is left out.
-  terms = []
+  terms: list = []
   included_keys = {}
   for tensor in regularization:
     variables = _regularized_variables(tensor, graph, all_owners, memo)
@@ -138,7 +138,7 @@ def analyze(loss, variables_to_train: Sequence, *,
     terms.append(_report.RegularizationTerm(
         name=tensor.name, variables=names, status=status, required=required,
         tensor=tensor))
-  if with_coefficients and included_keys:
+  if with_coefficients and included_keys and walk is not None:
     coefficients = _coefficient.coefficients(
         loss, {i: keys for i, keys in included_keys.items()}, walk)
     terms = [

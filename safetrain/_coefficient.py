@@ -67,10 +67,10 @@ def _scalar_constant(tensor, depth: int = _FOLD_DEPTH) -> Optional[float]:
   op = tensor.op
   op_type = op.type
   if op_type == "Const":
-    value = np.asarray(_make_ndarray(op))
-    if value.size != 1 or value.dtype.kind not in "biuf":
+    array = np.asarray(_make_ndarray(op))
+    if array.size != 1 or array.dtype.kind not in "biuf":
       return None
-    return float(value.reshape(()))
+    return float(array.reshape(()))
   inputs = list(op.inputs)
   if op_type in ("Identity", "Cast", "Reshape", "Squeeze", "ExpandDims",
                  "Snapshot") and inputs:
@@ -159,7 +159,8 @@ def _local_factors(op) -> Optional[Tuple[Tuple[int, Optional[float]], ...]]:
     shape = inputs[0].shape
     if shape.ndims == 0:
       return ((0, 1.0),)
-    if shape.is_fully_defined() and output.shape.is_fully_defined():
+    if (output is not None and shape.is_fully_defined() and
+        output.shape.is_fully_defined()):
       reduced = shape.num_elements() / max(1, output.shape.num_elements())
       return ((0, 1.0 / max(1.0, reduced)),)
     return None
@@ -170,6 +171,8 @@ def _negate(value: Optional[float]) -> Optional[float]:
   return None if value is None else -value
 
 
+# mypy cannot narrow `is` tests on object() sentinels: the five
+# `type: ignore`s in _propagate and coefficients go when these become an Enum.
 _UNKNOWN = object()
 _NOT_LINEAR = object()
 
@@ -210,7 +213,7 @@ def _propagate(loss, walk: "_graph.Walk", targets: frozenset,
   """
   ops = _between(walk, targets)
   ops.add(loss.op)
-  pending = collections.Counter()
+  pending: collections.Counter = collections.Counter()
   for op in ops:
     for tensor in op.inputs:
       if tensor.op in ops:
@@ -241,7 +244,7 @@ def _propagate(loss, walk: "_graph.Walk", targets: frozenset,
       elif op.type == "IdentityN" and out is None:
         contribution = outputs[i]
       elif out is _UNKNOWN:
-        contribution = _UNKNOWN
+        contribution = _UNKNOWN  # type: ignore[assignment]
       elif out == 0.0:
         contribution = 0.0
       else:
@@ -249,10 +252,10 @@ def _propagate(loss, walk: "_graph.Walk", targets: frozenset,
           factors = _local_factors(op)
           factor_of = _NOT_LINEAR if factors is None else dict(factors)
         if factor_of is _NOT_LINEAR:
-          contribution = _UNKNOWN
+          contribution = _UNKNOWN  # type: ignore[assignment]
         else:
-          factor = factor_of.get(i, 0.0)
-          contribution = _UNKNOWN if factor is None else out * factor
+          factor = factor_of.get(i, 0.0)  # type: ignore[attr-defined]
+          contribution = _UNKNOWN if factor is None else out * factor  # type: ignore[assignment]
       input_key = _graph.key(tensor)
       coefficient[input_key] = _add(coefficient.get(input_key, 0.0),
                                     contribution)
@@ -286,7 +289,7 @@ def coefficients(loss, wanted: Dict[int, Tuple], walk: "_graph.Walk"
     total = 0.0
     for tensor_key in keys:
       if tensor_key[0] not in done:  # A cycle (a v1 while loop) left it out.
-        total = _UNKNOWN
+        total = _UNKNOWN  # type: ignore[assignment]
         break
       total = _add(total, coefficient.get(tensor_key, 0.0))
       if total is _UNKNOWN:

@@ -403,8 +403,9 @@ def _check_replica_scaling(loss, report, caller: str) -> None:
   found = _coefficient.coefficients(
       loss, {i: (_graph.key(t),) for i, t in enumerate(data)}, walk)
   expected = 1.0 / replicas
-  bad_data = [(t.name, found[i]) for i, t in enumerate(data)
-              if found[i] is not None and not _close(found[i], expected)]
+  scaled = [(t.name, found[i]) for i, t in enumerate(data)]
+  bad_data = [(name, c) for name, c in scaled
+              if c is not None and not _close(c, expected)]
   bad_regularization = [
       (t.name, t.coefficient) for t in report.terms
       if t.status is _report.Status.INCLUDED and t.coefficient is not None

@@ -11,15 +11,16 @@ are unhashable when TF2 behaviour is on, operations are not.
 """
 
 import collections
-from typing import Dict, FrozenSet, Iterable, Iterator, Optional, Set, Tuple
+from typing import (Any, Dict, FrozenSet, Iterable, Iterator, Optional, Set,
+                    Tuple)
 
 import tensorflow as tf
 # The gradient registry is the only place that says whether TensorFlow can
 # differentiate an op; tf.gradients consults the same function.
 from tensorflow.python.framework import ops as _tf_ops
 
-_GRADIENT_REGISTRY = getattr(_tf_ops, "gradient_registry", None) or getattr(
-    _tf_ops, "_gradient_registry")
+_GRADIENT_REGISTRY = (getattr(_tf_ops, "gradient_registry", None) or
+                      _tf_ops._gradient_registry)  # pylint: disable=protected-access
 
 __all__ = (
     "TensorKey",
@@ -153,7 +154,7 @@ class Walk:
     self.differentiable = differentiable
     self.reached: Set[TensorKey] = set()
     self.ops: Set[tf.Operation] = set()
-    queue = collections.deque()
+    queue: collections.deque = collections.deque()
     for tensor in starts:
       if differentiable and not carries_gradient(tensor.dtype):
         continue
@@ -176,7 +177,7 @@ class Walk:
     return tensor_key in self.reached
 
 
-def variable_key_ops(variables: Iterable) -> Dict[tf.Operation, object]:
+def variable_key_ops(variables: Iterable) -> Dict[tf.Operation, Any]:
   """Maps the op that owns each variable's storage to the variable.
 
   That op is ``VarHandleOp`` for a resource variable and ``VariableV2`` for a
@@ -275,7 +276,7 @@ def _same_computation(a, b, depth: int, memo: Memo) -> bool:
       memo.op_attrs(op_a) != memo.op_attrs(op_b)):
     return False
   return all(_same_computation(x, y, depth - 1, memo)
-             for x, y in zip(inputs_a, inputs_b))
+             for x, y in zip(inputs_a, inputs_b, strict=True))
 
 
 def lazy_copies(lazy_tensor, walk: Walk,

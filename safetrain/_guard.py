@@ -176,7 +176,7 @@ def guard_optimizers(on_missing: str = "raise") -> Iterator[None]:
         _unpatch()
 
 
-class SafeOptimizer(_Optimizer):
+class SafeOptimizer(tf.compat.v1.train.Optimizer):
   """A TF1 optimizer that checks the loss before computing gradients.
 
       optimizer = safetrain.SafeOptimizer(
@@ -232,7 +232,7 @@ class SafeOptimizer(_Optimizer):
 # ``Optimizer.compute_gradients`` that installs the real guard (importing
 # safetrain, by then safely after TensorFlow) on the first call. Then it runs
 # the sitecustomize it shadows, if any.
-SITECUSTOMIZE = r'''"""safetrain run: guards Optimizer.compute_gradients in this process."""
+SITECUSTOMIZE = r'''"""safetrain run: the check on compute_gradients."""
 import importlib.abc
 import importlib.machinery
 import importlib.util

@@ -58,7 +58,8 @@ class RegularizationTerm:
   """One regularization loss and its status.
 
   Attributes:
-    name: the tensor's name, e.g. ``'conv1/kernel/Regularizer/l2_regularizer:0'``.
+    name: the tensor's name, e.g.
+      ``'conv1/kernel/Regularizer/l2_regularizer:0'``.
     variables: names of the variables it regularizes, found by graph
       dependency, never by name.
     status: a ``Status``.

@@ -30,8 +30,10 @@ from safetrain import _errors
 __all__ = ("TrainOpTrace", "find_train_ops", "trace_train_op")
 
 _OPTIMIZER_APPLY = re.compile(r"^(Resource)?(Sparse)?Apply[A-Z]\w*$")
-_GRAD_SCOPE = re.compile(r"^(?P<prefix>(?:.*/)?gradients(?:_\d+)?)/(?P<fwd>.+?)_grad/")
-_SEED = re.compile(r"^(?P<prefix>(?:.*/)?gradients(?:_\d+)?)/(grad_ys_\d+|Fill)$")
+_GRAD_SCOPE = re.compile(r"^(?P<prefix>(?:.*/)?gradients(?:_\d+)?)/"
+                         r"(?P<fwd>.+?)_grad/")
+_SEED = re.compile(r"^(?P<prefix>(?:.*/)?gradients(?:_\d+)?)/"
+                   r"(grad_ys_\d+|Fill)$")
 _VARIABLE_OPS = frozenset({"VarHandleOp", "VariableV2", "Variable",
                            "_VarHandlesOp"})
 _THROUGH = frozenset({"Identity", "Enter", "Switch", "RefIdentity",
@@ -104,7 +106,7 @@ def _owner(tensor) -> Optional[tf.Operation]:
 def _gradient_prefix(apply_op) -> Optional[str]:
   """The ``gradients`` scope whose output this apply op consumes."""
   queue = collections.deque(t.op for t in apply_op.inputs[1:])
-  seen = set()
+  seen: set = set()
   while queue and len(seen) < 64:
     op = queue.popleft()
     if op in seen:
@@ -192,7 +194,7 @@ def trace_train_op(train_op) -> TrainOpTrace:
     loss = _loss_from_seed(graph, prefix)
     if loss is not None:
       loss = _peel_check_numerics(loss)
-      if all(loss is not l for l in losses):
+      if all(loss is not seen for seen in losses):
         losses.append(loss)
   if (not losses and op.type == "Identity" and op.control_inputs and
       op.inputs and op.outputs[0].dtype.base_dtype.is_floating):
@@ -203,7 +205,7 @@ def trace_train_op(train_op) -> TrainOpTrace:
 
 
 def find_train_ops(graph) -> Tuple[tf.Operation, ...]:
-  """The graph's train ops: its ``train_op`` collection, else sinks of apply ops.
+  """The graph's train ops: its ``train_op`` collection, else apply op sinks.
 
   The ``train_op`` collection is filled by slim's ``create_train_op`` and also
   by every ``Optimizer.apply_gradients`` call (with its own op, the global
@@ -263,7 +265,7 @@ def _control_closure(ops: List[tf.Operation], include_starts: bool = True
                      ) -> set:
   """``ops`` and every op they wait for through control edges alone."""
   seen = set(ops) if include_starts else set()
-  queue = collections.deque()
+  queue: collections.deque = collections.deque()
   for op in ops:
     queue.extend(op.control_inputs)
   while queue:

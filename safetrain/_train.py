@@ -7,7 +7,7 @@ drop-in ``safetrain.slim``, the optimizer guard and the trainers).
 """
 
 import warnings
-from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Union
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Union
 
 from absl import logging
 import tensorflow as tf
