@@ -12,6 +12,7 @@ import tempfile
 
 from absl.testing import absltest
 import numpy as np
+import pytest
 
 from examples import weight_decay_experiment as experiment
 
@@ -103,6 +104,7 @@ class ExperimentTest(absltest.TestCase):
       self.assertIn("\n".join(table), f.read())
 
 
+@pytest.mark.slow
 class ExperimentProgramTest(absltest.TestCase):
 
   def test_real_run(self):

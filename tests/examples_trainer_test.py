@@ -18,6 +18,7 @@ from absl.testing import absltest
 from absl.testing import parameterized
 import numpy as np
 from PIL import Image
+import pytest
 import tensorflow as tf
 
 import safetrain
@@ -312,6 +313,7 @@ def run_until(process, condition, timeout: float, what: str):
   raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
+@pytest.mark.slow
 class SubprocessTest(absltest.TestCase):
   """The real program, as a user runs it."""
 
