@@ -2,7 +2,9 @@
 #   make experiment   set up .venv and run the weight-decay experiment (the main job)
 #   make test         set up .venv and run the tests on the newest supported TensorFlow
 #   make test-oldest  the same on the oldest supported TensorFlow (.venv-tf2.15)
-#   make ci           both test runs, as .ci/run does
+#   make test-fast    the tests not marked slow (no subprocesses or clusters)
+#   make lint         ruff and mypy over safetrain/ (requirements/lint.txt)
+#   make ci           lint and both test runs, as .ci/run does
 PYTHON ?= python3.11
 TF ?= 2.21
 VENV ?= .venv
@@ -10,7 +12,7 @@ PYTEST_ARGS ?=
 
 BIN := $(VENV)/bin
 
-.PHONY: venv test test-oldest ci experiment benchmarks clean
+.PHONY: venv test test-fast test-oldest lint ci experiment benchmarks clean
 
 venv: $(VENV)/.installed
 
@@ -24,10 +26,21 @@ $(VENV)/.installed: requirements/tf-$(TF).txt setup.cfg
 test: venv
 	$(BIN)/python -m pytest tests $(PYTEST_ARGS)
 
+test-fast: venv
+	$(BIN)/python -m pytest tests -m "not slow" $(PYTEST_ARGS)
+
 test-oldest:
 	$(MAKE) test TF=2.15 VENV=.venv-tf2.15
 
-ci: test test-oldest
+$(VENV)/.lint-installed: $(VENV)/.installed requirements/lint.txt
+	$(BIN)/python -m pip install --quiet -r requirements/lint.txt
+	touch $@
+
+lint: $(VENV)/.lint-installed
+	$(BIN)/ruff check safetrain
+	$(BIN)/mypy
+
+ci: lint test test-oldest
 
 experiment: venv
 	$(BIN)/python examples/weight_decay_experiment.py

@@ -1,21 +1,29 @@
 """Distributed training for the example trainers: clones, parameter servers.
 
 Importing this module defines the flags below (absl flags are global, so
-they are defined once, here). A trainer reads them with
-``cluster_from_flags()`` and builds with the helpers:
+they are defined once, here) and checks their combinations when the flags
+are parsed: a cluster that ``cluster_from`` refuses, ``--sync_replicas``
+without a cluster and ``--replicas_to_aggregate`` without
+``--sync_replicas`` are bad usage before anything is built.
 
 * ``--num_clones`` / ``--clone_on_cpu``: in-graph clones on one machine
-  (TF-Slim's ``model_deploy``): ``build_clones_loss`` returns the total loss,
-  each clone's data loss scaled by 1/N plus the regularization once.
+  (TF-Slim's ``model_deploy``), each on its own ``--batch_size`` images.
+  ``train_image_classifier.py`` builds them with ``safetrain.create_clones``
+  and ``safetrain.sum_clone_losses`` (each clone's data loss scaled by 1/N,
+  the regularization once); ``build_clones_loss`` here does the same in one
+  call when only the total loss is needed.
 * ``--ps_hosts`` / ``--worker_hosts`` / ``--job_name`` / ``--task_index`` or
-  the ``TF_CONFIG`` environment variable: between-graph replication.
-  Parameter servers call ``serve`` and never return; workers build their
-  graph under ``device_setter``, wrap the optimizer with ``sync_optimizer``
-  (``--sync_replicas``, ``--replicas_to_aggregate``) and train in a
-  ``tf.compat.v1.train.MonitoredSession`` made by ``session_creator`` with
-  the hooks from ``sync_hooks``. Each worker's loss is its data loss plus the
-  regularization once (``safetrain.total_loss_from``): the synchronous
-  optimizer averages the workers' gradients.
+  the ``TF_CONFIG`` environment variable: between-graph replication, read by
+  ``cluster_from_flags``. Parameter servers call ``serve`` and never return;
+  workers call ``start_server``, build their graph under ``device_setter``,
+  wrap the optimizer with ``sync_optimizer`` (``--sync_replicas``,
+  ``--replicas_to_aggregate``) and train with the hooks from ``sync_hooks``
+  and the device filters of ``session_config``:
+  ``train_image_classifier.py`` in a
+  ``tf.compat.v1.train.MonitoredTrainingSession``, ``ps_worker.py`` in a
+  ``MonitoredSession`` made by ``session_creator``. Each worker's loss is its
+  data loss plus the regularization once: the synchronous optimizer
+  averages the workers' gradients.
 
 Flags given on the command line win over ``TF_CONFIG``, which looks like
 ``{"cluster": {"ps": ["host:port"], "worker": ["host:port", ...]},
@@ -36,8 +44,9 @@ import safetrain
 
 NUM_CLONES = flags.DEFINE_integer(
     "num_clones", 1,
-    "In-graph clones of the model on this machine (model_deploy): each takes "
-    "1/num_clones of --batch_size; regularization is added once.")
+    "In-graph clones of the model on this machine (model_deploy): each "
+    "trains on its own --batch_size images; regularization is added once.",
+    lower_bound=1)
 CLONE_ON_CPU = flags.DEFINE_boolean(
     "clone_on_cpu", False, "Place every clone on the CPU.")
 PS_HOSTS = flags.DEFINE_list(
@@ -77,6 +86,36 @@ __all__ = (
 
 class ClusterConfigError(ValueError):
   """The cluster flags or TF_CONFIG do not describe a usable cluster."""
+
+
+@flags.multi_flags_validator(
+    ("ps_hosts", "worker_hosts", "job_name", "task_index"),
+    message="the cluster flags do not describe a usable cluster")
+def _cluster_flags_are_usable(values) -> bool:
+  try:
+    cluster_from(values["ps_hosts"], values["worker_hosts"],
+                 values["job_name"], values["task_index"],
+                 os.environ.get("TF_CONFIG"))
+  except ClusterConfigError as error:
+    raise flags.ValidationError(str(error)) from None
+  return True
+
+
+@flags.multi_flags_validator(
+    ("sync_replicas", "replicas_to_aggregate", "ps_hosts", "worker_hosts"),
+    message="--sync_replicas and --replicas_to_aggregate need a cluster")
+def _sync_flags_agree(values) -> bool:
+  if values["replicas_to_aggregate"] is not None and not values[
+      "sync_replicas"]:
+    raise flags.ValidationError(
+        "--replicas_to_aggregate needs --sync_replicas.")
+  has_cluster = bool(values["ps_hosts"] or values["worker_hosts"] or
+                     os.environ.get("TF_CONFIG", "").strip())
+  if values["sync_replicas"] and not has_cluster:
+    raise flags.ValidationError(
+        "--sync_replicas needs a cluster: give --ps_hosts and "
+        "--worker_hosts, or set TF_CONFIG.")
+  return True
 
 
 @dataclasses.dataclass(frozen=True)

@@ -20,23 +20,28 @@ from absl import app
 from absl import flags
 from absl import logging
 import numpy as np
-import tensorflow as tf
 
 if __package__ in (None, ""):  # Run as a script: make `examples` importable.
   sys.path.insert(0, os.path.dirname(os.path.dirname(
       os.path.abspath(__file__))))
 
-# pylint: disable=g-import-not-at-top,g-bad-import-order
+# pylint: disable=g-import-not-at-top,g-bad-import-order,wrong-import-position
+from examples import program
+
+if __name__ == "__main__":
+  program.import_tensorflow_quietly()
+
+import tensorflow as tf
+
 import safetrain  # pylint: disable=unused-import  (tf_slim on current TF)
 
-from examples import common_flags
+from examples import data_flags
 from examples import datasets
+from examples import model_flags
 from examples.nets import nets_factory
 
-for _name in ("train_dir", "checkpoint_path", "model_name", "depth_multiplier",
-              "dataset_name", "dataset_dir", "dataset_split_name",
-              "num_classes", "batch_size", "train_image_size"):
-  flags.declare_key_flag(_name)
+flags.adopt_module_key_flags(model_flags)
+flags.adopt_module_key_flags(data_flags)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -70,8 +75,9 @@ def find_checkpoint(train_dir: str, checkpoint_path: Optional[str] = None
   return path
 
 
-def evaluate(train_dir: str, *, model_name: str = "mobilenet_v2",
-             depth_multiplier: float = 1.0,
+def evaluate(train_dir: str, *,
+             model_name: str = model_flags.MODEL_NAME.default,
+             depth_multiplier: float = model_flags.DEPTH_MULTIPLIER.default,
              dataset_name: Optional[str] = None,
              dataset_dir: Optional[str] = None,
              split: str = "validation", num_classes: Optional[int] = None,
@@ -115,16 +121,16 @@ def main(argv: List[str]) -> int:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}", exitcode=2)
   try:
     result = evaluate(
-        common_flags.TRAIN_DIR.value,
-        model_name=common_flags.MODEL_NAME.value,
-        depth_multiplier=common_flags.DEPTH_MULTIPLIER.value,
-        dataset_name=common_flags.DATASET_NAME.value,
-        dataset_dir=common_flags.DATASET_DIR.value,
-        split=common_flags.DATASET_SPLIT_NAME.value or "validation",
-        num_classes=common_flags.NUM_CLASSES.value,
-        batch_size=common_flags.BATCH_SIZE.value,
-        image_size=common_flags.TRAIN_IMAGE_SIZE.value,
-        checkpoint_path=common_flags.CHECKPOINT_PATH.value)
+        data_flags.TRAIN_DIR.value,
+        model_name=model_flags.MODEL_NAME.value,
+        depth_multiplier=model_flags.DEPTH_MULTIPLIER.value,
+        dataset_name=data_flags.DATASET_NAME.value,
+        dataset_dir=data_flags.DATASET_DIR.value,
+        split=data_flags.DATASET_SPLIT_NAME.value or "validation",
+        num_classes=data_flags.NUM_CLASSES.value,
+        batch_size=model_flags.BATCH_SIZE.value,
+        image_size=model_flags.TRAIN_IMAGE_SIZE.value,
+        checkpoint_path=data_flags.CHECKPOINT_PATH.value)
   except datasets.DataError as e:
     logging.error("%s", e)
     return 2
@@ -134,4 +140,4 @@ def main(argv: List[str]) -> int:
 
 
 if __name__ == "__main__":
-  app.run(main)
+  program.run(main)

@@ -1,11 +1,11 @@
 r"""Trains an image classifier with TF-Slim, regularization included.
 
 Modelled on TF-Slim's ``research/slim/train_image_classifier.py``, with its
-flag names. The model code is the seed's: the task loss alone goes to
-``slim.learning.create_train_op``. The one difference from a plain slim
-trainer is the import, ``import safetrain.slim as slim``, which makes
-``create_train_op`` check that loss against the graph's regularization losses
-and, with ``--on_missing_regularization``:
+flag names and meanings (``--batch_size`` is per clone). The model code is
+the seed's: the task loss alone goes to ``slim.learning.create_train_op``.
+What matters for regularization is the import, ``import safetrain.slim as
+slim``, which makes ``create_train_op`` check that loss against the graph's
+regularization losses and, with ``--on_missing_regularization``:
 
 * ``add`` (default): add the weight decay terms the loss leaves out;
 * ``raise``: stop with ``MissingRegularizationError`` (what, which, the fix);
@@ -25,10 +25,10 @@ Examples:
         --checkpoint_exclude_scopes=MobilenetV2/Logits \
         --trainable_scopes=MobilenetV2/Logits
 
-    # Two clones on one machine (each takes half of --batch_size; the
+    # Two clones on one machine, 32 images each (64 per step; the
     # regularization is added once, see safetrain.sum_clone_losses):
     python examples/train_image_classifier.py --train_dir=/tmp/digits \
-        --num_clones=2 --clone_on_cpu
+        --num_clones=2 --clone_on_cpu --batch_size=32
 
     # Synchronous data parallelism, one parameter server and two workers
     # (or set TF_CONFIG instead of the four cluster flags):
@@ -44,32 +44,46 @@ and total loss, steps/sec, time left); TensorBoard summaries and checkpoints
 go to --train_dir. A trainer that is killed and started again with the same
 flags resumes from the last checkpoint.
 
+Progress lines are the program's only console output: TensorFlow's C++
+startup lines and its TF1 layers' deprecation notices are left out
+(``examples/program.py``).
+
 Exit codes: 0 trained, 1 regularization left out (with
---on_missing_regularization=raise), 2 bad usage or unusable data.
+--on_missing_regularization=raise) or counted more than once, 2 bad usage
+(including flag combinations that cannot work, refused when the flags are
+parsed) or unusable data.
 """
 
 import dataclasses
 import os
 import sys
 import time
-from typing import Callable, List, NamedTuple, Optional, Sequence
+from typing import Callable, List, NamedTuple, Optional, Sequence, Tuple
 
 from absl import app
 from absl import flags
 from absl import logging
-import tensorflow as tf
 
 if __package__ in (None, ""):  # Run as a script: make `examples` importable.
   sys.path.insert(0, os.path.dirname(os.path.dirname(
       os.path.abspath(__file__))))
 
-# pylint: disable=g-import-not-at-top,g-bad-import-order
-import safetrain
-import safetrain.slim as slim  # The only change a slim trainer needs.
+# pylint: disable=g-import-not-at-top,g-bad-import-order,wrong-import-position
+from examples import program
 
-from examples import common_flags
+if __name__ == "__main__":
+  program.import_tensorflow_quietly()
+
+import tensorflow as tf
+
+import safetrain
+import safetrain.slim as slim  # The change that checks regularization.
+
+from examples import data_flags
 from examples import datasets
 from examples import distributed  # --num_clones, --ps_hosts, ...
+from examples import model_flags
+from examples import training_flags
 from examples.nets import nets_factory
 
 _WEIGHT_DECAY = flags.DEFINE_float(
@@ -97,73 +111,75 @@ _ON_MISSING_REGULARIZATION = flags.DEFINE_enum(
     "What create_train_op does when the loss leaves out regularization "
     "losses: add them, raise MissingRegularizationError, or warn.")
 
-for _name in ("train_dir", "checkpoint_path", "model_name", "depth_multiplier",
-              "dataset_name", "dataset_dir", "dataset_split_name",
-              "num_classes", "batch_size", "train_image_size", "optimizer",
-              "learning_rate", "momentum", "seed", "num_clones",
-              "clone_on_cpu", "ps_hosts", "worker_hosts", "job_name",
-              "task_index", "sync_replicas", "replicas_to_aggregate"):
-  flags.declare_key_flag(_name)
+flags.adopt_module_key_flags(model_flags)
+flags.adopt_module_key_flags(data_flags)
+flags.adopt_module_key_flags(training_flags)
+flags.adopt_module_key_flags(distributed)
+
+
+class UsageError(ValueError):
+  """Flags that parse but select nothing to train (exit status 2)."""
 
 
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
-  """Everything the trainer reads from its flags."""
+  """Everything the trainer reads from its flags; defaults are the flags'."""
 
   train_dir: str
-  model_name: str = "mobilenet_v2"
-  depth_multiplier: float = 1.0
-  weight_decay: float = 0.00004
-  optimizer: str = "momentum"
-  learning_rate: float = 0.01
-  momentum: float = 0.9
-  batch_size: int = 32
-  max_number_of_steps: Optional[int] = None
-  log_every_n_steps: int = 10
-  save_summaries_secs: int = 60
-  save_interval_secs: int = 600
-  dataset_name: Optional[str] = None
-  dataset_dir: Optional[str] = None
-  dataset_split_name: str = "train"
-  num_classes: Optional[int] = None
-  train_image_size: Optional[int] = None
+  model_name: str = model_flags.MODEL_NAME.default
+  depth_multiplier: float = model_flags.DEPTH_MULTIPLIER.default
+  weight_decay: float = _WEIGHT_DECAY.default
+  optimizer: str = training_flags.OPTIMIZER.default
+  learning_rate: float = training_flags.LEARNING_RATE.default
+  momentum: float = training_flags.MOMENTUM.default
+  batch_size: int = model_flags.BATCH_SIZE.default  # Per clone.
+  max_number_of_steps: Optional[int] = _MAX_NUMBER_OF_STEPS.default
+  log_every_n_steps: int = _LOG_EVERY_N_STEPS.default
+  save_summaries_secs: int = _SAVE_SUMMARIES_SECS.default
+  save_interval_secs: int = _SAVE_INTERVAL_SECS.default
+  dataset_name: Optional[str] = data_flags.DATASET_NAME.default
+  dataset_dir: Optional[str] = data_flags.DATASET_DIR.default
+  dataset_split_name: str = "train"  # --dataset_split_name's default here.
+  num_classes: Optional[int] = data_flags.NUM_CLASSES.default
+  train_image_size: Optional[int] = model_flags.TRAIN_IMAGE_SIZE.default
   trainable_scopes: Sequence[str] = ()
-  checkpoint_path: Optional[str] = None
+  checkpoint_path: Optional[str] = data_flags.CHECKPOINT_PATH.default
   checkpoint_exclude_scopes: Sequence[str] = ()
-  on_missing_regularization: str = "add"
-  seed: Optional[int] = None
-  num_clones: int = 1
-  clone_on_cpu: bool = False
+  on_missing_regularization: str = _ON_MISSING_REGULARIZATION.default
+  seed: Optional[int] = training_flags.SEED.default
+  num_clones: int = distributed.NUM_CLONES.default
+  clone_on_cpu: bool = distributed.CLONE_ON_CPU.default
   cluster: Optional[distributed.Cluster] = None  # None: one machine.
-  sync_replicas: bool = False
-  replicas_to_aggregate: Optional[int] = None
+  sync_replicas: bool = distributed.SYNC_REPLICAS.default
+  replicas_to_aggregate: Optional[int] = (
+      distributed.REPLICAS_TO_AGGREGATE.default)
 
 
 def config_from_flags() -> TrainConfig:
   """The ``TrainConfig`` of the parsed command line."""
   return TrainConfig(
-      train_dir=common_flags.TRAIN_DIR.value,
-      model_name=common_flags.MODEL_NAME.value,
-      depth_multiplier=common_flags.DEPTH_MULTIPLIER.value,
+      train_dir=data_flags.TRAIN_DIR.value,
+      model_name=model_flags.MODEL_NAME.value,
+      depth_multiplier=model_flags.DEPTH_MULTIPLIER.value,
       weight_decay=_WEIGHT_DECAY.value,
-      optimizer=common_flags.OPTIMIZER.value,
-      learning_rate=common_flags.LEARNING_RATE.value,
-      momentum=common_flags.MOMENTUM.value,
-      batch_size=common_flags.BATCH_SIZE.value,
+      optimizer=training_flags.OPTIMIZER.value,
+      learning_rate=training_flags.LEARNING_RATE.value,
+      momentum=training_flags.MOMENTUM.value,
+      batch_size=model_flags.BATCH_SIZE.value,
       max_number_of_steps=_MAX_NUMBER_OF_STEPS.value,
       log_every_n_steps=_LOG_EVERY_N_STEPS.value,
       save_summaries_secs=_SAVE_SUMMARIES_SECS.value,
       save_interval_secs=_SAVE_INTERVAL_SECS.value,
-      dataset_name=common_flags.DATASET_NAME.value,
-      dataset_dir=common_flags.DATASET_DIR.value,
-      dataset_split_name=common_flags.DATASET_SPLIT_NAME.value or "train",
-      num_classes=common_flags.NUM_CLASSES.value,
-      train_image_size=common_flags.TRAIN_IMAGE_SIZE.value,
+      dataset_name=data_flags.DATASET_NAME.value,
+      dataset_dir=data_flags.DATASET_DIR.value,
+      dataset_split_name=data_flags.DATASET_SPLIT_NAME.value or "train",
+      num_classes=data_flags.NUM_CLASSES.value,
+      train_image_size=model_flags.TRAIN_IMAGE_SIZE.value,
       trainable_scopes=tuple(_TRAINABLE_SCOPES.value),
-      checkpoint_path=common_flags.CHECKPOINT_PATH.value,
+      checkpoint_path=data_flags.CHECKPOINT_PATH.value,
       checkpoint_exclude_scopes=tuple(_CHECKPOINT_EXCLUDE_SCOPES.value),
       on_missing_regularization=_ON_MISSING_REGULARIZATION.value,
-      seed=common_flags.SEED.value,
+      seed=training_flags.SEED.value,
       num_clones=distributed.NUM_CLONES.value,
       clone_on_cpu=distributed.CLONE_ON_CPU.value,
       cluster=distributed.cluster_from_flags(),
@@ -186,8 +202,8 @@ def configure_optimizer(name: str, learning_rate,
         learning_rate, decay=0.9, momentum=momentum, epsilon=1.0)
   if name == "adam":
     return tf.compat.v1.train.AdamOptimizer(learning_rate)
-  raise ValueError(f"Unknown optimizer {name!r}; choose one of "
-                   f"{', '.join(common_flags.OPTIMIZERS)}.")
+  raise UsageError(f"Unknown optimizer {name!r}; choose one of "
+                   f"{', '.join(training_flags.OPTIMIZERS)}.")
 
 
 def in_scopes(name: str, scopes: Sequence[str]) -> bool:
@@ -209,7 +225,7 @@ def variables_to_train(trainable_scopes: Sequence[str]
   variables = [v for v in tf.compat.v1.trainable_variables()
                if in_scopes(v.op.name, scopes)]
   if not variables:
-    raise ValueError(f"--trainable_scopes {','.join(scopes)} matches no "
+    raise UsageError(f"--trainable_scopes {','.join(scopes)} matches no "
                      "trainable variable.")
   return variables
 
@@ -263,9 +279,23 @@ def regularization_loss_sum() -> tf.Tensor:
   return tf.add_n(terms, name="regularization_loss")
 
 
+def clone_batches(images: tf.Tensor, labels: tf.Tensor, batch_size: int,
+                  num_clones: int) -> List[Tuple[tf.Tensor, tf.Tensor]]:
+  """Each clone's ``batch_size`` images and labels, from one global batch.
+
+  As in TF-Slim's trainer, --batch_size is per clone: a step reads
+  ``batch_size * num_clones`` images, and a batch of any other size fails.
+  """
+  sizes = [batch_size] * num_clones
+  return list(zip(tf.split(images, sizes), tf.split(labels, sizes)))
+
+
 def build_train_op(config: TrainConfig, images: tf.Tensor, labels: tf.Tensor,
                    num_classes: int) -> TrainPieces:
   """Builds the model, its loss and the train op in the default graph.
+
+  ``images`` and ``labels`` are one step's batch: ``config.batch_size``
+  examples for each of ``config.num_clones`` clones.
 
   The seed's code: the task loss alone is handed to create_train_op, which,
   being safetrain's, applies --on_missing_regularization.
@@ -274,11 +304,8 @@ def build_train_op(config: TrainConfig, images: tf.Tensor, labels: tf.Tensor,
   network_fn = make_network_fn(config, num_classes)
   loss = None  # One device: the task loss, as in the seed's code.
   if config.num_clones > 1:
-    if config.batch_size % config.num_clones:
-      raise ValueError(f"--batch_size={config.batch_size} is not a "
-                       f"multiple of --num_clones={config.num_clones}.")
-    shares = iter(zip(tf.split(images, config.num_clones),
-                      tf.split(labels, config.num_clones)))
+    shares = iter(clone_batches(images, labels, config.batch_size,
+                                config.num_clones))
     clones = safetrain.create_clones(
         lambda: build_model_loss(network_fn, *next(shares)),
         num_clones=config.num_clones, clone_on_cpu=config.clone_on_cpu)
@@ -445,8 +472,8 @@ def train(config: TrainConfig) -> int:
       tf.compat.v1.set_random_seed(config.seed)
     # Variables on the parameter servers (if any), the rest here.
     with tf.compat.v1.device(distributed.device_setter(cluster)):
-      dataset = datasets.build_dataset(
-          info, image_size, config.batch_size,
+      dataset = datasets.build_dataset(  # Every clone's batch.
+          info, image_size, config.batch_size * config.num_clones,
           seed=None if config.seed is None else
           config.seed + cluster.task_index)  # Workers see other batches.
       images, labels = tf.compat.v1.data.make_one_shot_iterator(
@@ -495,18 +522,19 @@ def main(argv: List[str]) -> int:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}", exitcode=2)
   try:
     train(config_from_flags())
-  except datasets.DataError as e:
+  except (datasets.DataError, UsageError,
+          distributed.ClusterConfigError) as e:
     logging.error("%s", e)
     return 2
   except safetrain.MissingRegularizationError as e:
     logging.error("%s\nIn this trainer: --on_missing_regularization=add "
                   "adds them.", e)
     return 1
-  except ValueError as e:  # Flag combinations the graph cannot be built with.
+  except safetrain.RegularizationError as e:  # Every other verdict.
     logging.error("%s", e)
-    return 2
+    return 1
   return 0
 
 
 if __name__ == "__main__":
-  app.run(main)
+  program.run(main)

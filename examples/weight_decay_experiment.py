@@ -10,9 +10,12 @@ weight decay in --weight_decays, two ways:
 * ``safetrain``: ``safetrain.total_loss_from(cross_entropy)`` and
   ``safetrain.create_train_op_safe``. Weight decay now acts.
 
-Prints a markdown table (final training and validation accuracy, the L2
-norm of the regularized weights, the regularization loss and a digest of the
-final weights) and writes it, with a PNG plot of the same, to --output_dir:
+Shows one progress bar per run on stderr (step, loss, time left), then
+prints a markdown table to stdout (final training and validation accuracy,
+the L2 norm of the regularized weights, the regularization loss and a digest
+of the final weights) and writes it, with a PNG plot of the same, to
+--output_dir. TensorFlow's startup lines and its TF1 layers' deprecation
+notices are left out (``examples/program.py``).
 
     python examples/weight_decay_experiment.py --output_dir=out
 
@@ -32,19 +35,27 @@ from absl import app
 from absl import flags
 from absl import logging
 import numpy as np
-import tensorflow as tf
 
 if __package__ in (None, ""):  # Run as a script: make `examples` importable.
   sys.path.insert(0, os.path.dirname(os.path.dirname(
       os.path.abspath(__file__))))
 
-# pylint: disable=g-import-not-at-top,g-bad-import-order
+# pylint: disable=g-import-not-at-top,g-bad-import-order,wrong-import-position
+from examples import program
+
+if __name__ == "__main__":
+  program.import_tensorflow_quietly()
+
+import tensorflow as tf
+import tqdm
+
 import safetrain
 import tf_slim  # The plain runs use tf_slim itself, as the seed did.
 
-from examples import common_flags
 from examples import datasets
+from examples import model_flags
 from examples import train_image_classifier
+from examples import training_flags
 from examples.nets import nets_factory
 
 MODES = ("plain", "safetrain")
@@ -63,9 +74,8 @@ _NUM_THREADS = flags.DEFINE_integer(
     "num_threads", 1,
     "Session threads; 1 makes runs bit-for-bit repeatable.", lower_bound=1)
 
-for _name in ("model_name", "depth_multiplier", "batch_size", "optimizer",
-              "learning_rate", "momentum", "seed"):
-  flags.declare_key_flag(_name)
+flags.adopt_module_key_flags(model_flags)
+flags.adopt_module_key_flags(training_flags)
 
 _EVAL_BATCH = 512
 
@@ -74,18 +84,18 @@ _EVAL_BATCH = 512
 class ExperimentConfig:
   """One experiment: the model, training and the weight decays compared."""
 
-  model_name: str = "mobilenet_v2"
-  depth_multiplier: float = 0.35
+  model_name: str = model_flags.MODEL_NAME.default
+  depth_multiplier: float = 0.35  # This program's --depth_multiplier.
   weight_decays: Sequence[float] = DEFAULT_WEIGHT_DECAYS
-  train_steps: int = 200
-  batch_size: int = 32
-  optimizer: str = "momentum"
-  learning_rate: float = 0.01
-  momentum: float = 0.9
-  seed: int = 0
-  image_size: Optional[int] = None
+  train_steps: int = _STEPS_PER_RUN.default
+  batch_size: int = model_flags.BATCH_SIZE.default
+  optimizer: str = training_flags.OPTIMIZER.default
+  learning_rate: float = training_flags.LEARNING_RATE.default
+  momentum: float = training_flags.MOMENTUM.default
+  seed: int = 0  # This program's --seed.
+  image_size: Optional[int] = model_flags.TRAIN_IMAGE_SIZE.default
   bn_decay: float = 0.9  # Moving averages that settle within a short run.
-  num_threads: int = 1
+  num_threads: int = _NUM_THREADS.default
   modes: Sequence[str] = MODES
 
 
@@ -183,8 +193,13 @@ def _accuracy(session, predictions, images_ph, images, labels) -> float:
 
 
 def run_one(config: ExperimentConfig, mode: str, weight_decay: float,
-            start: Dict[str, np.ndarray], regularized: Sequence[str]) -> Row:
-  """Trains one model from ``start`` and measures it."""
+            start: Dict[str, np.ndarray], regularized: Sequence[str],
+            progress: bool = False) -> Row:
+  """Trains one model from ``start`` and measures it.
+
+  With ``progress``, shows a bar on stderr: step, loss, time left, and at
+  the end the run's accuracies.
+  """
   if mode not in MODES:
     raise ValueError(f"mode must be one of {MODES}, got {mode!r}.")
   train_x, train_y = datasets.load_digits_split("train")
@@ -222,16 +237,23 @@ def run_one(config: ExperimentConfig, mode: str, weight_decay: float,
     trainable = tf.compat.v1.trainable_variables()
     init = tf.compat.v1.global_variables_initializer()
     graph.finalize()
-    with _session(config, graph) as session:
+    bar = tqdm.tqdm(total=config.train_steps, disable=not progress,
+                    desc=f"{mode:>9} weight decay {weight_decay:<6g}",
+                    unit="step", file=sys.stderr, dynamic_ncols=True)
+    with bar, _session(config, graph) as session:
       session.run(init)
       session.run(assigns, feed)
       for batch in _batch_order(config, len(train_y)):
-        session.run(train_op, {images: train_x[batch],
-                               labels: train_y[batch]})
+        loss = session.run(train_op, {images: train_x[batch],
+                                      labels: train_y[batch]})
+        bar.set_postfix_str(f"loss {loss:.4f}", refresh=False)
+        bar.update()
       train_accuracy = _accuracy(session, predictions, images, train_x,
                                  train_y)
       validation_accuracy = _accuracy(session, predictions, images, val_x,
                                       val_y)
+      bar.set_postfix_str(f"loss {loss:.4f}, train {train_accuracy:.4f}, "
+                          f"validation {validation_accuracy:.4f}")
       reg_value = float(session.run(regularization_loss))
       weights = dict(zip([v.op.name for v in trainable],
                          session.run(trainable)))
@@ -245,20 +267,19 @@ def run_one(config: ExperimentConfig, mode: str, weight_decay: float,
              reg_value, digest.hexdigest()[:10], weights)
 
 
-def run_experiment(config: ExperimentConfig) -> List[Row]:
-  """Every mode at every weight decay, all from one start."""
+def run_experiment(config: ExperimentConfig,
+                   progress: bool = False) -> List[Row]:
+  """Every mode at every weight decay, all from one start.
+
+  With ``progress``, one bar per run on stderr (``run_one``).
+  """
   start = initial_weights(config)
   regularized = regularized_variable_names(config)
   rows = []
   for mode in config.modes:
     for weight_decay in config.weight_decays:
-      began = time.time()
-      row = run_one(config, mode, weight_decay, start, regularized)
-      logging.info("%s, weight decay %g: train %.4f, validation %.4f, L2 "
-                   "%.3f, regularization loss %.4f (%.1f s)", mode,
-                   weight_decay, row.train_accuracy, row.validation_accuracy,
-                   row.l2_norm, row.regularization_loss, time.time() - began)
-      rows.append(row)
+      rows.append(run_one(config, mode, weight_decay, start, regularized,
+                          progress=progress))
   return rows
 
 
@@ -342,16 +363,16 @@ def config_from_flags() -> ExperimentConfig:
     raise app.UsageError(f"--weight_decays must be numbers, got "
                          f"{_WEIGHT_DECAYS.value}.", exitcode=2) from None
   return ExperimentConfig(
-      model_name=common_flags.MODEL_NAME.value,
-      depth_multiplier=common_flags.DEPTH_MULTIPLIER.value,
+      model_name=model_flags.MODEL_NAME.value,
+      depth_multiplier=model_flags.DEPTH_MULTIPLIER.value,
       weight_decays=decays,
       train_steps=_STEPS_PER_RUN.value,
-      batch_size=common_flags.BATCH_SIZE.value,
-      optimizer=common_flags.OPTIMIZER.value,
-      learning_rate=common_flags.LEARNING_RATE.value,
-      momentum=common_flags.MOMENTUM.value,
-      seed=common_flags.SEED.value or 0,
-      image_size=common_flags.TRAIN_IMAGE_SIZE.value,
+      batch_size=model_flags.BATCH_SIZE.value,
+      optimizer=training_flags.OPTIMIZER.value,
+      learning_rate=training_flags.LEARNING_RATE.value,
+      momentum=training_flags.MOMENTUM.value,
+      seed=training_flags.SEED.value or 0,
+      image_size=model_flags.TRAIN_IMAGE_SIZE.value,
       num_threads=_NUM_THREADS.value)
 
 
@@ -359,9 +380,10 @@ def main(argv: List[str]) -> int:
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}", exitcode=2)
   config = config_from_flags()
-  logging.info("Training %s.", describe(config))
+  logging.info("Training %s: %d runs.", describe(config),
+               len(config.modes) * len(config.weight_decays))
   began = time.time()
-  rows = run_experiment(config)
+  rows = run_experiment(config, progress=True)
   paths = write_outputs(config, rows, _OUTPUT_DIR.value)
   print(f"Weight decay experiment: {describe(config)}.\n")
   print(markdown_table(rows))
@@ -374,6 +396,5 @@ if __name__ == "__main__":
   # This program's defaults for the flags it shares with the trainer.
   flags.FLAGS.set_default("depth_multiplier",
                           ExperimentConfig.depth_multiplier)
-  flags.FLAGS.set_default("learning_rate", ExperimentConfig.learning_rate)
   flags.FLAGS.set_default("seed", ExperimentConfig.seed)
-  app.run(main)
+  program.run(main)

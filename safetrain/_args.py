@@ -79,7 +79,7 @@ def graph_loss(value, caller: str, argument: str = "total_loss"):
 
 def _is_eager(value) -> bool:
   try:
-    value.graph  # pylint: disable=pointless-statement
+    _ = value.graph
   except AttributeError:
     return True
   return False
@@ -133,7 +133,7 @@ def trained_variables(variables: Optional[Iterable], graph, caller: str
         f"{caller}: there are no variables to train: the graph has no "
         "trainable variables and variables_to_train is empty. Build the "
         "model before the train op, in the same graph.")
-  return variables
+  return list(variables)
 
 
 def optimizer(value, caller: str):

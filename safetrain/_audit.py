@@ -457,7 +457,7 @@ def _analyze_imported(losses, variables,
                                 regularization=saved)
   terms = tuple(
       dataclasses.replace(t, tensor=s._master_tensor)  # pylint: disable=protected-access
-      for t, s in zip(report.terms, saved))
+      for t, s in zip(report.terms, saved, strict=True))
   return dataclasses.replace(report, terms=terms)
 
 

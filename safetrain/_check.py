@@ -136,8 +136,9 @@ def analyze(losses, variables_to_train: Sequence, *,
   walks = ([_graph.Walk([loss], differentiable=True) for loss in losses]
            if regularization or replicas > 1 else [])
   data_walks = None  # Built only if something is left out.
-  terms = []
-  copies_of = {}  # Term index -> {loss index: keys of its copies there}.
+  terms: List[_report.RegularizationTerm] = []
+  # Term index -> {loss index: keys of the term's copies in that loss}.
+  copies_of: Dict[int, Dict[int, Tuple]] = {}
   for tensor in regularization:
     variables = _regularized_variables(tensor, graph, all_owners, memo)
     required = any(v.op in trained_owners for v in variables)
@@ -186,18 +187,19 @@ def analyze(losses, variables_to_train: Sequence, *,
       ineffective=tuple(ineffective))
 
 
-def _summed_coefficients(losses, walks, copies_of) -> Dict[int, Optional[float]]:
+def _summed_coefficients(losses, walks,
+                         copies_of) -> Dict[int, Optional[float]]:
   """Each term's coefficient summed over the losses; None if any is unknown."""
   summed: Dict[int, Optional[float]] = {}
-  for i, (loss, walk) in enumerate(zip(losses, walks)):
+  for i, (loss, walk) in enumerate(zip(losses, walks, strict=True)):
     wanted = {t: found[i] for t, found in copies_of.items() if i in found}
     if not wanted:
       continue
     for term, value in _coefficient.coefficients(loss, wanted, walk).items():
-      if term in summed and summed[term] is None:
+      previous = summed.get(term, 0.0)
+      if previous is None:
         continue
-      summed[term] = (None if value is None else
-                      summed.get(term, 0.0) + value)
+      summed[term] = None if value is None else previous + value
   return summed
 
 
@@ -205,7 +207,7 @@ def _misscaled_data(losses, walks, replicas: int):
   """(name, coefficient) of each collected data loss not at 1/N."""
   expected = 1.0 / replicas
   collected = losses[0].graph.get_collection(tf.compat.v1.GraphKeys.LOSSES)
-  for loss, walk in zip(losses, walks):
+  for loss, walk in zip(losses, walks, strict=True):
     data = [t for t in collected if _graph.key(t) in walk.reached]
     found = _coefficient.coefficients(
         loss, {i: (_graph.key(t),) for i, t in enumerate(data)}, walk)

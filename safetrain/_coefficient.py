@@ -69,10 +69,10 @@ def _scalar_constant(tensor, depth: int = _FOLD_DEPTH) -> Optional[float]:
   op = tensor.op
   op_type = op.type
   if op_type == "Const":
-    value = np.asarray(_make_ndarray(op))
-    if value.size != 1 or value.dtype.kind not in "biuf":
+    array = np.asarray(_make_ndarray(op))
+    if array.size != 1 or array.dtype.kind not in "biuf":
       return None
-    return float(value.reshape(()))
+    return float(array.reshape(()))
   inputs = list(op.inputs)
   if op_type in ("Identity", "Cast", "Reshape", "Squeeze", "ExpandDims",
                  "Snapshot") and inputs:
@@ -136,7 +136,8 @@ def _local_factors(op) -> Optional[Tuple[Tuple[int, Optional[float]], ...]]:
   if op_type == "ConcatV2":
     return tuple((i, 1.0) for i in range(len(inputs) - 1))
   if op_type in _BROADCASTING_SUMS:
-    return tuple((i, _broadcast_copies(t, output)) for i, t in enumerate(inputs))
+    return tuple((i, _broadcast_copies(t, output))
+                 for i, t in enumerate(inputs))
   if op_type == "Neg":
     return ((0, -1.0),)
   if op_type == "Sub":
@@ -157,7 +158,7 @@ def _local_factors(op) -> Optional[Tuple[Tuple[int, Optional[float]], ...]]:
     return None
   if op_type in ("BroadcastTo", "Tile"):
     return ((0, _broadcast_copies(inputs[0], output)),)
-  if op_type == "Mean":
+  if op_type == "Mean" and output is not None:
     shape = inputs[0].shape
     if shape.ndims == 0:
       return ((0, 1.0),)
@@ -209,13 +210,13 @@ def _between(walk: "_graph.Walk", targets) -> set:
   return found
 
 
-def _consumers_first(last: "tf.Operation", ops: set) -> Iterator:
+def _consumers_first(last, ops: set) -> Iterator:
   """The ops of ``ops``, each after every op of ``ops`` that consumes it.
 
   Starts from ``last`` (the loss's op). An op on a cycle (a v1 while loop)
   is never ready, so it is never yielded: its coefficient stays unread.
   """
-  pending = collections.Counter()
+  pending: "collections.Counter[Any]" = collections.Counter()
   for op in ops:
     for tensor in op.inputs:
       if tensor.op in ops:
@@ -320,7 +321,7 @@ def whole_scale(loss) -> float:
       break
     index, factor = factors[0]
     tensor = op.inputs[index]
-    if tensor.shape.ndims != 0:
+    if tensor.shape.ndims != 0 or factor is None:
       break
     scale *= factor
     op = tensor.op
@@ -342,9 +343,9 @@ def coefficients(loss, wanted: Dict[int, Tuple], walk: "_graph.Walk"
   """
   targets = frozenset(k for keys in wanted.values() for k in keys)
   coefficient, done, _ = _propagate(loss, walk, targets, frozenset())
-  result = {}
+  result: Dict[int, Optional[float]] = {}
   for ident, keys in wanted.items():
-    total = 0.0
+    total: Coefficient = 0.0
     for tensor_key in keys:
       if tensor_key[0] not in done:  # A cycle (a v1 while loop) left it out.
         total = UNKNOWN

@@ -11,7 +11,7 @@ are unhashable when TF2 behaviour is on, operations are not.
 """
 
 import collections
-from typing import (Callable, Dict, FrozenSet, Iterable, Iterator, List,
+from typing import (Any, Callable, Dict, FrozenSet, Iterable, Iterator, List,
                     Optional, Set, Tuple)
 
 import tensorflow as tf
@@ -19,8 +19,8 @@ import tensorflow as tf
 # differentiate an op; tf.gradients consults the same function.
 from tensorflow.python.framework import ops as _tf_ops
 
-_GRADIENT_REGISTRY = getattr(_tf_ops, "gradient_registry", None) or getattr(
-    _tf_ops, "_gradient_registry")
+_GRADIENT_REGISTRY = (getattr(_tf_ops, "gradient_registry", None) or
+                      _tf_ops._gradient_registry)  # pylint: disable=protected-access
 
 __all__ = (
     "TensorKey",
@@ -165,7 +165,7 @@ class Walk:
     self.differentiable = differentiable
     self.reached: Set[TensorKey] = set()
     self.ops: Set[tf.Operation] = set()
-    queue = collections.deque()
+    queue: "collections.deque[tf.Operation]" = collections.deque()
     for tensor in starts:
       if differentiable and not carries_gradient(tensor.dtype):
         continue
@@ -200,7 +200,7 @@ def ancestor_ops(ops: Iterable[tf.Operation], *, data: bool = True,
   """
   order = []
   seen: Set[tf.Operation] = set()
-  queue = collections.deque(ops)
+  queue: "collections.deque[tf.Operation]" = collections.deque(ops)
   while queue:
     op = queue.popleft()
     if op in seen:
@@ -232,7 +232,7 @@ def descendant_ops(ops: Iterable[tf.Operation], graph) -> Set[tf.Operation]:
   return found
 
 
-def variable_key_ops(variables: Iterable) -> Dict[tf.Operation, object]:
+def variable_key_ops(variables: Iterable) -> Dict[tf.Operation, Any]:
   """Maps the op that owns each variable's storage to the variable.
 
   That op is ``VarHandleOp`` for a resource variable and ``VariableV2`` for a
@@ -331,7 +331,7 @@ def _same_computation(a, b, depth: int, memo: Memo) -> bool:
       memo.op_attrs(op_a) != memo.op_attrs(op_b)):
     return False
   return all(_same_computation(x, y, depth - 1, memo)
-             for x, y in zip(inputs_a, inputs_b))
+             for x, y in zip(inputs_a, inputs_b, strict=True))
 
 
 def lazy_copies(lazy_tensor, walk: Walk,

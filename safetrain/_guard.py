@@ -152,14 +152,14 @@ def _losses_of_update(optimizer, grads_and_vars) -> List[Any]:
   pending = records.pending.pop(optimizer, [])
   recorded = set(records.loss_of)
   walk = _graph.Walk(gradients, differentiable=False, stop_at=recorded)
-  losses = []
+  losses: List[Any] = []
   for op in walk.ops & recorded:
     loss = records.loss_of[op]
-    if all(loss is not l for l in losses):
+    if all(loss is not seen for seen in losses):
       losses.append(loss)
   if not losses:  # The gradients went through state (accumulators).
     for loss in pending:
-      if all(loss is not l for l in losses):
+      if all(loss is not seen for seen in losses):
         losses.append(loss)
   return sorted(losses, key=lambda t: t.name)
 
@@ -191,7 +191,7 @@ def _apply(optimizer, apply, grads_and_vars, global_step, name,
 
 
 def _with_terms(grads_and_vars, terms) -> List[Tuple[Any, Any]]:
-  """The gradients plus those of the left-out ``terms``, variable by variable."""
+  """The gradients plus those of the left-out ``terms``, per variable."""
   variables = [v for _, v in grads_and_vars]
   graph = variables[0].graph
   with graph.as_default(), tf.compat.v1.name_scope("safetrain_added"):
@@ -203,7 +203,7 @@ def _with_terms(grads_and_vars, terms) -> List[Tuple[Any, Any]]:
     total = tf.multiply(total, 1.0, name="left_out_regularization")
     extra = tf.gradients(total, variables)
   result = []
-  for (gradient, variable), added in zip(grads_and_vars, extra):
+  for (gradient, variable), added in zip(grads_and_vars, extra, strict=True):
     if added is None:
       result.append((gradient, variable))
     elif gradient is None:
@@ -235,7 +235,7 @@ def _guarded(method: str, original):
                       on_missing, opt_out)
     guarded = apply_gradients
   guarded.__doc__ = original.__doc__
-  guarded.__wrapped__ = original
+  setattr(guarded, "__wrapped__", original)  # noqa: B010 (mypy: no attr)
   setattr(guarded, _ORIGINAL, original)
   return guarded
 
@@ -306,7 +306,7 @@ def guard_optimizers(on_missing: str = "raise") -> Iterator[None]:
         _unpatch_optimizer_class()
 
 
-class SafeOptimizer(_Optimizer):
+class SafeOptimizer(tf.compat.v1.train.Optimizer):
   """A TF1 optimizer that checks each update's losses before applying it.
 
       optimizer = safetrain.SafeOptimizer(
@@ -361,7 +361,7 @@ class SafeOptimizer(_Optimizer):
 # ``Optimizer.compute_gradients`` that installs the real guard (importing
 # safetrain, by then safely after TensorFlow) on the first call. Then it runs
 # the sitecustomize it shadows, if any.
-SITECUSTOMIZE = r'''"""safetrain run: guards Optimizer.compute_gradients in this process."""
+SITECUSTOMIZE = r'''"""safetrain run: guards TF1 optimizers in this process."""
 import importlib.abc
 import importlib.machinery
 import importlib.util

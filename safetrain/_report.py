@@ -58,7 +58,8 @@ class RegularizationTerm:
   """One regularization loss and its status.
 
   Attributes:
-    name: the tensor's name, e.g. ``'conv1/kernel/Regularizer/l2_regularizer:0'``.
+    name: the tensor's name, e.g.
+      ``'conv1/kernel/Regularizer/l2_regularizer:0'``.
     variables: names of the variables it regularizes, found by graph
       dependency, never by name.
     status: a ``Status``.
@@ -221,7 +222,7 @@ class RegularizationReport:
       flag = ""
       if term.is_missing:
         flag = "  <- LEFT OUT"
-      elif term.name in overcounted:
+      elif term.name in overcounted and term.coefficient and self.expected:
         flag = f"  <- COUNTED x{term.coefficient / self.expected:g}"
       elif term.name in undercounted:
         flag = f"  <- TOO WEAK (expected x{self.expected:g})"

@@ -30,8 +30,10 @@ from safetrain import _graph
 __all__ = ("TrainOpTrace", "find_train_ops", "trace_train_op")
 
 _OPTIMIZER_APPLY = re.compile(r"^(Resource)?(Sparse)?Apply[A-Z]\w*$")
-_GRAD_SCOPE = re.compile(r"^(?P<prefix>(?:.*/)?gradients(?:_\d+)?)/(?P<fwd>.+?)_grad/")
-_SEED = re.compile(r"^(?P<prefix>(?:.*/)?gradients(?:_\d+)?)/(grad_ys_\d+|Fill)$")
+_GRAD_SCOPE = re.compile(
+    r"^(?P<prefix>(?:.*/)?gradients(?:_\d+)?)/(?P<fwd>.+?)_grad/")
+_SEED = re.compile(
+    r"^(?P<prefix>(?:.*/)?gradients(?:_\d+)?)/(grad_ys_\d+|Fill)$")
 _VARIABLE_OPS = frozenset({"VarHandleOp", "VariableV2", "Variable",
                            "_VarHandlesOp"})
 _THROUGH = frozenset({"Identity", "Enter", "Switch", "RefIdentity",
@@ -190,7 +192,7 @@ def trace_train_op(train_op) -> TrainOpTrace:
     loss = _loss_from_seed(graph, prefix)
     if loss is not None:
       loss = _peel_check_numerics(loss)
-      if all(loss is not l for l in losses):
+      if all(loss is not seen for seen in losses):
         losses.append(loss)
   if (not losses and op.type == "Identity" and op.control_inputs and
       op.inputs and op.outputs[0].dtype.base_dtype.is_floating):
@@ -201,7 +203,7 @@ def trace_train_op(train_op) -> TrainOpTrace:
 
 
 def find_train_ops(graph) -> Tuple[tf.Operation, ...]:
-  """The graph's train ops: its ``train_op`` collection, else sinks of apply ops.
+  """The graph's train ops: the ``train_op`` collection, else apply-op sinks.
 
   The ``train_op`` collection is filled by slim's ``create_train_op`` and also
   by every ``Optimizer.apply_gradients`` call (with its own op, the global

@@ -6,7 +6,7 @@ acts through the one policy (``_policy.apply``); ``check_update`` does the
 same for the losses of a train op that is already built.
 """
 
-from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Union
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Union
 
 from absl import logging
 import tensorflow as tf

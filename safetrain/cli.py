@@ -175,7 +175,10 @@ def run_command(command: Sequence[str], on_missing: str = "raise") -> int:
       sys.stderr.write(f"safetrain run: cannot start {command[0]!r}: "
                        f"{e.strerror}.\n")
       return EXIT_USAGE
-    forward = lambda signum, frame: process.send_signal(signum)
+
+    def forward(signum, unused_frame):
+      process.send_signal(signum)
+
     # Ctrl-C reaches the command (same process group); wait for it to end.
     previous = {signal.SIGINT: signal.signal(signal.SIGINT, signal.SIG_IGN),
                 signal.SIGTERM: signal.signal(signal.SIGTERM, forward)}

@@ -4,6 +4,7 @@ import subprocess
 import sys
 
 from absl.testing import absltest
+import pytest
 
 import safetrain
 
@@ -29,6 +30,7 @@ class ApiTest(absltest.TestCase):
   def test_version_is_a_literal(self):
     self.assertRegex(safetrain.__version__, r"^\d+\.\d+\.\d+$")
 
+  @pytest.mark.slow
   def test_import_defines_no_absl_flags(self):
     code = ("import tensorflow, tf_slim; "  # TensorFlow defines its own.
             "from absl import flags; before = set(flags.FLAGS); "

@@ -15,6 +15,7 @@ from absl import flags
 from absl.testing import absltest
 from absl.testing import flagsaver
 from absl.testing import parameterized
+import pytest
 
 import audit_testdata
 import safetrain
@@ -126,6 +127,7 @@ class AuditCommandTest(parameterized.TestCase):
     self.assertRegex(err, r"^safetrain: .*" + pattern)
     self.assertIn("Try 'safetrain --help'.", err)
 
+  @pytest.mark.slow
   def test_installed_script_audits(self):
     # The one real subprocess of the audit: the installed console script.
     result = subprocess.run(
@@ -213,6 +215,7 @@ class RunCommandTest(absltest.TestCase):
     self.assertEqual(status, 2)
     self.assertRegex(err.getvalue(), r"^safetrain run: cannot start '.*nope'")
 
+  @pytest.mark.slow
   def test_seed_script_fails_fast_under_safetrain_run(self):
     # The one real subprocess of `run`: the installed script runs the seed
     # story's unchanged script, which fails at graph-build time.

@@ -414,15 +414,20 @@ class TrainerClonesTest(absltest.TestCase):
     self.assertEqual(scaled, ["clone_0/scaled_clone_loss",
                               "clone_1/scaled_clone_loss"])
 
-  def test_batch_must_split_evenly(self):
+  def test_batch_size_is_per_clone(self):
     from examples import train_image_classifier as trainer  # pylint: disable=g-import-not-at-top
-    config = trainer.TrainConfig(train_dir="/unused", model_name="lenet",
-                                 batch_size=9, num_clones=2)
     with tf.Graph().as_default():
-      images = tf.compat.v1.placeholder(tf.float32, [None, 32, 32, 3])
+      images = tf.compat.v1.placeholder(tf.float32, [None, 2])
       labels = tf.compat.v1.placeholder(tf.int64, [None])
-      with self.assertRaisesRegex(ValueError, "not a multiple of"):
-        trainer.build_train_op(config, images, labels, num_classes=10)
+      shares = trainer.clone_batches(images, labels, batch_size=3,
+                                     num_clones=2)
+      with tf.compat.v1.Session() as session:
+        values = session.run(shares, {images: np.zeros([6, 2]),
+                                      labels: np.arange(6)})
+        with self.assertRaises(tf.errors.InvalidArgumentError):
+          session.run(shares, {images: np.zeros([3, 2]),
+                               labels: np.arange(3)})
+    self.assertEqual([v[1].tolist() for v in values], [[0, 1, 2], [3, 4, 5]])
 
 
 if __name__ == "__main__":

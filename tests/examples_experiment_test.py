@@ -5,6 +5,7 @@ weights; with safetrain weight decay acts.
 """
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -12,6 +13,7 @@ import tempfile
 
 from absl.testing import absltest
 import numpy as np
+import pytest
 
 from examples import weight_decay_experiment as experiment
 
@@ -103,6 +105,7 @@ class ExperimentTest(absltest.TestCase):
       self.assertIn("\n".join(table), f.read())
 
 
+@pytest.mark.slow
 class ExperimentProgramTest(absltest.TestCase):
 
   def test_real_run(self):
@@ -125,6 +128,14 @@ class ExperimentProgramTest(absltest.TestCase):
                   result.stdout)
     self.assertTrue(os.path.exists(
         os.path.join(output_dir, "weight_decay_experiment.png")))
+    # The console: one progress bar per run, and no third-party noise.
+    stderr = result.stderr.replace("\r", "\n")
+    for run in ("plain weight decay 0 ", "plain weight decay 0.1",
+                "safetrain weight decay 0 ", "safetrain weight decay 0.1"):
+      self.assertRegex(stderr, re.escape(run) + r".*100%\|.*3/3 .*loss "
+                       r"\d+\.\d+, train \d\.\d{4}, validation \d\.\d{4}")
+    self.assertNotRegex(stderr, r"(?i)deprecat")
+    self.assertNotRegex(stderr, r"cpu_feature_guard|absl::InitializeLog")
 
 
 if __name__ == "__main__":

@@ -5,25 +5,30 @@ and the real program twice: one plain run, and a run killed with SIGKILL and
 started again.
 """
 
+import contextlib
 import dataclasses
+import io
 import os
 import re
 import signal
 import subprocess
 import sys
 import time
+from unittest import mock
 
 from absl import flags
 from absl.testing import absltest
 from absl.testing import parameterized
 import numpy as np
 from PIL import Image
+import pytest
 import tensorflow as tf
 
 import safetrain
 from examples import convert_image_folders
 from examples import datasets
 from examples import eval_image_classifier
+from examples import program
 from examples import train_image_classifier as trainer
 
 import helpers
@@ -276,6 +281,80 @@ class MainTest(parameterized.TestCase):
                                 "--on_missing_regularization=raise"), 1)
 
 
+  def test_counted_twice_exits_1(self):
+    build = trainer.build_model_loss
+
+    def doubled(*args):  # The task loss plus the regularization, twice.
+      model = build(*args)
+      twice = 2.0 * tf.add_n(tf.compat.v1.losses.get_regularization_losses())
+      return model._replace(task_loss=model.task_loss + twice)
+
+    root = make_tempdir(self)
+    with mock.patch.object(trainer, "build_model_loss", doubled):
+      with self.assertLogs("absl", level="ERROR") as logs:
+        self.assertEqual(self._main(f"--train_dir={root}/c",
+                                    "--model_name=lenet",
+                                    "--depth_multiplier=0.25"), 1)
+    self.assertIn("more often than once", logs.output[0])
+
+  def test_help_shows_every_flag_the_trainer_reads(self):
+    key_flags = {f.name for f in flags.FLAGS.get_key_flags_for_module(
+        trainer.__name__)}
+    self.assertContainsSubset(
+        {"train_dir", "model_name", "batch_size", "optimizer", "seed",
+         "num_clones", "ps_hosts", "sync_replicas", "weight_decay",
+         "on_missing_regularization"}, key_flags)
+    self.assertNotIn("steps_per_run", key_flags)  # The experiment's.
+
+
+class ParseTimeTest(parameterized.TestCase):
+  """Flag combinations that cannot work: exit 2 when parsed, one line."""
+
+  @parameterized.named_parameters(
+      ("aggregate_without_sync", ["--replicas_to_aggregate=2"],
+       r"--replicas_to_aggregate needs --sync_replicas"),
+      ("sync_without_cluster", ["--sync_replicas"],
+       r"--sync_replicas needs a cluster"),
+      ("job_without_cluster", ["--job_name=worker"],
+       r"--job_name=worker needs a cluster"),
+      ("no_ps", ["--worker_hosts=127.0.0.1:2", "--job_name=worker"],
+       r"no parameter servers"),
+      ("task_out_of_range", ["--ps_hosts=127.0.0.1:1",
+                             "--worker_hosts=127.0.0.1:2",
+                             "--job_name=worker", "--task_index=1"],
+       r"task index 1 is out of range"),
+      ("tfrecord_without_dir", ["--dataset_name=tfrecord"],
+       r"--dataset_name=tfrecord needs --dataset_dir"),
+      ("digits_with_dir", ["--dataset_name=digits", "--dataset_dir=/x"],
+       r"--dataset_dir is for --dataset_name=tfrecord"),
+      ("digits_classes", ["--num_classes=5"],
+       r"the digits have 10 classes"),
+      ("zero_clones", ["--num_clones=0"], r"num_clones"),
+  )
+  def test_bad_combination_exits_2(self, args, pattern):
+    parse_flags(self, ["prog"])  # Restores the flags after the test.
+    flags.FLAGS.unparse_flags()
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+      with self.assertRaises(SystemExit) as exit_:
+        program.parse_flags(["train_image_classifier.py", *args])
+    self.assertEqual(exit_.exception.code, 2)
+    self.assertRegex(err.getvalue(), r"^train_image_classifier\.py: .*" +
+                     pattern)
+    self.assertRegex(err.getvalue(),
+                     r"\nTry 'train_image_classifier\.py --help'\.\n$")
+
+  def test_good_combination_parses(self):
+    parse_flags(self, ["prog"])
+    flags.FLAGS.unparse_flags()
+    argv = program.parse_flags([
+        "prog", "--ps_hosts=127.0.0.1:1", "--worker_hosts=127.0.0.1:2",
+        "--job_name=worker", "--sync_replicas", "--replicas_to_aggregate=1",
+        "--num_clones=2", "--batch_size=3"])
+    self.assertEqual(argv, ["prog"])
+    self.assertEqual(trainer.config_from_flags().batch_size, 3)
+
+
 class FlagStateTest(absltest.TestCase):
 
   def test_parse_flags_restores_the_global_state(self):
@@ -312,6 +391,7 @@ def run_until(process, condition, timeout: float, what: str):
   raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
+@pytest.mark.slow
 class SubprocessTest(absltest.TestCase):
   """The real program, as a user runs it."""
 
@@ -330,6 +410,8 @@ class SubprocessTest(absltest.TestCase):
     self.assertRegex(result.stderr, r"step 5/5: task loss .* regularization "
                      r"loss .* total loss .* steps/sec, .* left\)")
     self.assertEqual(result.stdout, "")  # Logs go to stderr.
+    self.assertNotRegex(result.stderr, r"(?i)deprecat")
+    self.assertNotIn("cpu_feature_guard", result.stderr)
     self.assertEqual(trainer.checkpoint_step(
         tf.train.latest_checkpoint(train_dir)), 5)
 

@@ -1,5 +1,7 @@
 """The gradient rules the graph walk relies on, checked against TensorFlow."""
 
+import inspect
+
 from absl.testing import absltest
 from absl.testing import parameterized
 import tensorflow as tf
@@ -12,7 +14,31 @@ _FLOAT_OPS = {
     "FloorDiv": lambda x: tf.math.floordiv(x, 2.0),
     "Rint": tf.math.rint,
     "Round": tf.math.round,
+    "TruncateDiv": lambda x: tf.truncatediv(x, 2.0),
 }
+# One op of every type in NONE_GRADIENT_OPS, built from a float vector.
+_TABLE_OPS = {
+    **_FLOAT_OPS,
+    "ArgMax": lambda x: tf.math.argmax(x, 0),
+    "ArgMin": lambda x: tf.math.argmin(x, 0),
+    "LoopCond": lambda x: tf.raw_ops.LoopCond(input=tf.reduce_all(x > 0.0)),
+}
+# Differentiable ops, the control: the same check must find a gradient.
+_DIFFERENTIABLE_OPS = {
+    "Identity": tf.identity,
+    "Mul": lambda x: x * 3.0,
+    "Sin": tf.math.sin,
+}
+
+
+def _registered_gradients(op):
+  """What the gradient function registered for ``op``'s type returns."""
+  function = _graph._GRADIENT_REGISTRY.lookup(op.type)  # pylint: disable=protected-access
+  # LoopCond's takes the op alone; the others, the op and output gradients.
+  arity = len(inspect.signature(function).parameters) - 1
+  out_grads = [tf.ones_like(o) for o in op.outputs][:arity]
+  result = function(op, *out_grads)
+  return list(result) if isinstance(result, (list, tuple)) else [result]
 
 
 class NoneGradientTableTest(parameterized.TestCase):
@@ -27,12 +53,32 @@ class NoneGradientTableTest(parameterized.TestCase):
       self.assertEqual(tf.compat.v1.gradients(tf.reduce_sum(y), x), [None])
       self.assertFalse(_graph.op_is_differentiable(y.op))
 
-  def test_every_table_entry_has_a_registered_gradient(self):
-    # The table lists ops whose *registered* gradient returns None; if
-    # TensorFlow dropped a registration, lookup raising is fine too, but the
-    # name must be a real op type.
-    for op_type in _graph.NONE_GRADIENT_OPS:
-      self.assertIsNotNone(tf.raw_ops.__dict__.get(op_type), op_type)
+  def test_every_table_entry_has_a_gradient_that_gives_none(self):
+    # The table lists ops whose *registered* gradient returns None for every
+    # input: build one op of each type and call that gradient.
+    self.assertEqual(set(_TABLE_OPS), set(_graph.NONE_GRADIENT_OPS))
+    with tf.Graph().as_default():
+      x = tf.compat.v1.placeholder(tf.float32, [3])
+      for op_type, build in sorted(_TABLE_OPS.items()):
+        op = build(x).op
+        self.assertEqual(op.type, op_type)
+        self.assertEqual(_registered_gradients(op), [None] * len(op.inputs),
+                         op_type)
+        self.assertFalse(_graph.op_is_differentiable(op), op_type)
+        self.assertNotIn(_graph.key(x),
+                         _graph.Walk(op.outputs, differentiable=True),
+                         op_type)
+
+  @parameterized.named_parameters((name, name) for name in _DIFFERENTIABLE_OPS)
+  def test_a_differentiable_op_passes_the_same_checks(self, op_type):
+    with tf.Graph().as_default():
+      x = tf.compat.v1.placeholder(tf.float32, [3])
+      y = _DIFFERENTIABLE_OPS[op_type](x)
+      self.assertEqual(y.op.type, op_type)
+      self.assertIsNotNone(_registered_gradients(y.op)[0])
+      self.assertIsNotNone(tf.compat.v1.gradients(tf.reduce_sum(y), x)[0])
+      self.assertTrue(_graph.op_is_differentiable(y.op))
+      self.assertIn(_graph.key(x), _graph.Walk([y], differentiable=True))
 
   def test_identity_and_call_ops_are_differentiable(self):
     with tf.Graph().as_default():

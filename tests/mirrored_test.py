@@ -19,6 +19,7 @@ import tempfile
 
 from absl.testing import absltest
 import numpy as np
+import pytest
 
 BATCH = 8
 REPLICAS = 2
@@ -165,6 +166,7 @@ def _differs(got, want):
              for n in want)
 
 
+@pytest.mark.slow
 class MirroredStrategyTest(absltest.TestCase):
 
   @classmethod

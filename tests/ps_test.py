@@ -23,6 +23,7 @@ from absl.testing import absltest
 from absl.testing import flagsaver
 from absl.testing import parameterized
 import numpy as np
+import pytest
 import tensorflow as tf
 import tf_slim
 
@@ -92,6 +93,7 @@ def _differs(got, want):
              for n in want)
 
 
+@pytest.mark.slow
 class ClusterRunTest(absltest.TestCase):
 
   def _start(self, args, log_path, env):

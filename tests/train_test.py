@@ -148,7 +148,18 @@ class CreateTrainOpTest(absltest.TestCase):
       head = tf.compat.v1.trainable_variables("logits")
       loss += tf.add_n(
           [t for t in helpers.regularization() if "logits" in t.name])
-      safetrain.create_train_op_safe(loss, _sgd(), variables_to_train=head)
+      train_op = safetrain.create_train_op_safe(loss, _sgd(),
+                                                variables_to_train=head)
+      # Built for the head alone: its term is included, the frozen conv's
+      # term is reported but not required, and only the head is updated.
+      report = safetrain.check_regularization(train_op, head)
+      self.assertTrue(report.ok)
+      status = {t.variables: t.status for t in report.terms}
+      self.assertEqual(status, {
+          ("logits/weights",): safetrain.Status.INCLUDED,
+          ("conv1/weights",): safetrain.Status.FROZEN})
+      self.assertEqual(safetrain.trace_train_op(train_op).variables,
+                       tuple(sorted(v.op.name for v in head)))
 
   def test_unregularized_graph_builds(self):
     with tf.Graph().as_default():

@@ -1,0 +1,108 @@
+"""What every example program does around its ``main``.
+
+* ``import_tensorflow_quietly()``, called before anything imports
+  TensorFlow: its C++ INFO and WARNING lines (CPU features, CUDA probing on
+  a CPU machine, absl's notice that logging is not initialized) are dropped;
+  errors still show.
+* ``quiet_deprecations()``: the deprecation notices that TensorFlow, tf_keras
+  and tf_slim print for their own TF1 layers (``layer.apply``,
+  ``tf.layers.*``, ``_colocate_with``, ...) are dropped, by message and
+  source; any other warning still shows.
+* ``run(main)``: ``app.run`` with both, and a flag parser that turns a bad
+  flag or flag combination into exit status 2 (bad usage) with one line,
+  where absl's own parser exits 1.
+
+These act only in the example programs' own processes, when run as
+programs: importing an example module (as the tests do) changes nothing, and
+the library never silences anything in a user's process.
+"""
+
+import contextlib
+import logging
+import os
+import re
+import sys
+import tempfile
+import warnings
+from typing import Callable, List, Sequence
+
+from absl import app
+from absl import flags
+
+EXIT_USAGE = 2
+
+# Python warnings the TF1 layers raise on every model build.
+_DEPRECATION_MESSAGES = (
+    r"`layer\.apply` is deprecated",
+    r"`tf\.layers\.\w+` is deprecated",
+)
+# TensorFlow logs its @deprecated notices from this module.
+_DEPRECATION_MODULE = "deprecation"
+
+
+# C++ lines TensorFlow prints while it loads and finds its devices, whatever
+# TF_CPP_MIN_LOG_LEVEL: absl's notice, INFO lines, and the CUDA probe's
+# complaint on a machine without CUDA.
+_STARTUP_NOISE = re.compile(
+    r"^(WARNING: All log messages before absl::InitializeLog\(\) is called"
+    r"|I\d{4} [\d:. ]+\d+ \S+\] "
+    r"|E\d{4} [\d:. ]+\d+ cuda_\w+\.cc:\d+\] failed call to cuInit)")
+
+
+@contextlib.contextmanager
+def _stderr_filtered(noise: "re.Pattern[str]"):
+  """Captures file descriptor 2 (C++ writes there) and replays the rest."""
+  sys.stderr.flush()
+  saved = os.dup(2)
+  with tempfile.TemporaryFile() as capture:
+    os.dup2(capture.fileno(), 2)
+    try:
+      yield
+    finally:
+      os.dup2(saved, 2)
+      os.close(saved)
+      capture.seek(0)
+      text = capture.read().decode("utf-8", errors="replace")
+      sys.stderr.write("".join(line for line in text.splitlines(True)
+                               if not noise.match(line)))
+
+
+def import_tensorflow_quietly() -> None:
+  """Imports TensorFlow without its C++ INFO and WARNING startup lines.
+
+  Sets TF_CPP_MIN_LOG_LEVEL=2 unless the user set it; lines that ignore it
+  (absl's, CUDA probing) are filtered out of the import's stderr.
+  """
+  os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+  with _stderr_filtered(_STARTUP_NOISE):
+    import tensorflow  # pylint: disable=g-import-not-at-top
+    tensorflow.config.list_physical_devices()  # The CUDA probe, now.
+
+
+class _NoDeprecations(logging.Filter):
+
+  def filter(self, record: logging.LogRecord) -> bool:
+    return record.module != _DEPRECATION_MODULE
+
+
+def quiet_deprecations() -> None:
+  """Drops the third-party deprecation notices listed above."""
+  for message in _DEPRECATION_MESSAGES:
+    warnings.filterwarnings("ignore", message=message, category=UserWarning)
+  logging.getLogger("tensorflow").addFilter(_NoDeprecations())
+
+
+def parse_flags(argv: Sequence[str]) -> List[str]:
+  """absl's parsing; a bad flag or combination exits 2 with one line."""
+  try:
+    return flags.FLAGS(list(argv))
+  except flags.Error as error:
+    program = os.path.basename(argv[0]) if argv else "program"
+    sys.stderr.write(f"{program}: {error}\nTry '{program} --help'.\n")
+    sys.exit(EXIT_USAGE)
+
+
+def run(main: Callable[[List[str]], int]) -> None:
+  """``app.run(main)`` with quiet deprecations and exit 2 on bad flags."""
+  quiet_deprecations()
+  app.run(main, flags_parser=parse_flags)
