@@ -28,6 +28,7 @@ from tensorflow.python.framework import op_def_registry
 from safetrain import _check
 from safetrain import _errors
 from safetrain import _graph
+from safetrain import _keras
 from safetrain import _report
 from safetrain import _trace
 
@@ -441,7 +442,8 @@ def _analyze_imported(loss, variables,
                       memo: _graph.Memo) -> _report.RegularizationReport:
   """``_check.analyze`` for a loss of an imported graph (see above)."""
   saved = [_SavedRegularization(t)
-           for t in _check.regularization_losses(loss.graph)]
+           for t in (_check.regularization_losses(loss.graph) +
+                     _keras.saved_terms(loss.graph))]
   report = _check.analyze(loss, variables, regularization=saved, memo=memo)
   terms = tuple(
       dataclasses.replace(t, tensor=s._master_tensor)  # pylint: disable=protected-access
