@@ -83,12 +83,29 @@ _LEGACY_MODULES: Tuple[str, ...] = (
 _patched: Dict[str, type] = {}  # module name -> its patched Layer class
 _layers: Dict[int, "weakref.ref"] = {}  # id -> layer, in construction order
 _scan_pending = False
+_HELD = ("safetrain", "keras layers")  # See _hold.
 
 
 def _register(layer) -> None:
   key = id(layer)
   if key not in _layers:
     _layers[key] = weakref.ref(layer, lambda _, k=key: _layers.pop(k, None))
+
+
+def _hold(layer, graph) -> None:
+  """Keeps ``layer`` alive as long as ``graph``, as its variables are.
+
+  ``Dense(4, kernel_regularizer=l2(0.1))(x)`` in a v1 graph keeps no
+  reference to the layer, yet its variables are trained through the graph,
+  so its regularization must stay checkable. The list lives on the graph,
+  so a graph and its layers are freed together: ``tf.Graph`` takes no new
+  attributes, so it goes into the graph's dict of session-handle feeders,
+  which is keyed by op-name strings and read only by name (a tuple key can
+  never clash). Without that dict the layer is only weakly recorded.
+  """
+  feeders = getattr(graph, "_handle_feeders", None)
+  if isinstance(feeders, dict):
+    feeders.setdefault(_HELD, []).append(layer)
 
 
 def _wrap_init(cls) -> None:
@@ -100,6 +117,8 @@ def _wrap_init(cls) -> None:
   def __init__(self, *args, **kwargs):  # pylint: disable=invalid-name
     original(self, *args, **kwargs)
     _register(self)
+    if not tf.executing_eagerly():
+      _hold(self, tf.compat.v1.get_default_graph())
 
   __init__._safetrain_registers = True  # pylint: disable=protected-access
   cls.__init__ = __init__
@@ -245,12 +264,17 @@ def _cached_weight_term(variable, regularizer, graph, build, *, layer: str,
   term = KerasTerm(master, thunk, layer=layer, variable=tf_variable,
                    kind="weight")
   try:
-    refs = (weakref.ref(variable, lambda _: _weight_terms.pop(key, None)),
+    refs = (weakref.ref(variable, functools.partial(_forget, key)),
             weakref.ref(regularizer))
   except TypeError:  # Not weakly referenceable: build anew at each check.
     return term
   _weight_terms[key] = refs + (term,)
   return term
+
+
+def _forget(key, _) -> None:
+  if _weight_terms is not None:  # None while the interpreter shuts down.
+    _weight_terms.pop(key, None)
 
 
 def _tf_variable(variable):

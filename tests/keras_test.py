@@ -4,6 +4,7 @@ Every test runs for each Keras this TensorFlow has: ``tf.keras`` (Keras 3 on
 TF 2.16+, Keras 2 on TF 2.15), ``keras`` and ``tf_keras`` (Keras 2).
 """
 
+import gc
 import importlib
 import importlib.util
 import os
@@ -246,6 +247,19 @@ class KerasTermsTest(parameterized.TestCase):
       again = _keras.regularization_terms(graph)
       self.assertIs(again[0], terms[0])
       self.assertLen(graph.get_operations(), ops)
+
+  @parameterized.named_parameters(_PER_KERAS)
+  def test_layer_without_a_reference_still_counts(self, keras_name):
+    keras = _keras_module(keras_name)
+    with tf.Graph().as_default():
+      x, y = _inputs()
+      logits = _dense(keras, 3)(x)  # The issue's example: no layer kept.
+      gc.collect()
+      xent = tf.compat.v1.losses.sparse_softmax_cross_entropy(y, logits)
+      helpers.assert_error(
+          self, safetrain.MissingRegularizationError,
+          r"leaves out 1 of 1 .*variable \S*kernel",
+          safetrain.create_train_op_safe, xent, _optimizer())
 
   @parameterized.named_parameters(_PER_KERAS)
   def test_terms_of_other_graphs_are_not_listed(self, keras_name):
