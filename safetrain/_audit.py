@@ -29,6 +29,7 @@ from tensorflow.python.framework import op_def_registry
 from safetrain import _check
 from safetrain import _errors
 from safetrain import _graph
+from safetrain import _keras
 from safetrain import _policy
 from safetrain import _report
 from safetrain import _trace
@@ -451,8 +452,10 @@ class _SavedRegularization:
 def _analyze_imported(losses, variables,
                       memo: _graph.Memo) -> _report.RegularizationReport:
   """The update's report for losses of an imported graph (see above)."""
+  graph = losses[0].graph
   saved = [_SavedRegularization(t)
-           for t in _check.regularization_losses(losses[0].graph)]
+           for t in (_check.regularization_losses(graph) +
+                     _keras.saved_terms(graph))]
   report = _train.update_report(losses, variables, memo=memo,
                                 regularization=saved)
   terms = tuple(

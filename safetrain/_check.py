@@ -18,6 +18,7 @@ import tensorflow as tf
 from safetrain import _args
 from safetrain import _coefficient
 from safetrain import _graph
+from safetrain import _keras
 from safetrain import _report
 
 __all__ = ("all_variables", "analyze", "check_regularization", "in_scope",
@@ -39,7 +40,7 @@ def in_scope(name: str, scope: Optional[str]) -> bool:
 
 
 def regularization_losses(graph, scope: Optional[str] = None) -> List:
-  """The graph's REGULARIZATION_LOSSES, each tensor once, in order."""
+  """The graph's REGULARIZATION_LOSSES, then its Keras terms, each once."""
   seen = set()
   result = []
   for tensor in graph.get_collection(
@@ -54,6 +55,10 @@ def regularization_losses(graph, scope: Optional[str] = None) -> List:
       continue
     seen.add(tensor_key)
     result.append(tensor)
+  for term in _keras.regularization_terms(graph):  # Keras: layer.losses.
+    if _graph.key(term) not in seen and in_scope(term.name, scope):
+      seen.add(_graph.key(term))
+      result.append(term)
   return result
 
 

@@ -325,18 +325,9 @@ class RegularizationReport:
 
   def ineffective_message(self, caller: str, opt_out: str = OPT_OUT) -> str:
     """The message of IneffectiveRegularizerError."""
-    items = self.ineffective
-    lines = [f"{caller}: {len(items)} regularizer"
-             f"{'s were' if len(items) != 1 else ' was'} set where "
-             "TensorFlow never applies them, so they add no weight decay."]
-    for item in items[:MESSAGE_LIMIT]:
-      lines.append(f"  {item}")
-    fixes = sorted({getattr(i, "fix", "") for i in items} - {""})
-    if fixes:
-      lines.append("Fix:")
-      lines.extend(fixes)
-    lines.append(f"To train without them on purpose, {opt_out}.")
-    return "\n".join(lines)
+    from safetrain import _keras  # pylint: disable=g-import-not-at-top
+    return (_keras.ineffective_message(caller, list(self.ineffective)) +
+            f"\nTo train without them on purpose, {opt_out}.")
 
   def _coefficient_lines(self, terms, field: str) -> List[str]:
     lines = []

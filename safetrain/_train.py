@@ -15,6 +15,7 @@ from safetrain import _args
 from safetrain import _check
 from safetrain import _errors
 from safetrain import _graph
+from safetrain import _keras
 from safetrain import _policy
 from safetrain import _report
 
@@ -58,11 +59,13 @@ def update_report(losses: Sequence, variables: Sequence, *,
   unless ``expected_coefficient`` is None, and inside ``strategy.run`` the
   replica rule applies.
   """
+  losses = list(losses)
   return _check.analyze(
-      list(losses), variables, regularization=regularization,
+      losses, variables, regularization=regularization,
       expected_coefficient=expected_coefficient,
       with_coefficients=expected_coefficient is not None,
-      replicas=_check.replicas_summing(), memo=memo)
+      replicas=_check.replicas_summing(),
+      ineffective=_keras.ineffective_regularizers(losses[0].graph), memo=memo)
 
 
 def judge(losses: Sequence, report: _report.RegularizationReport,
