@@ -53,8 +53,9 @@ _FORMAT = flags.DEFINE_enum(
     "audit: a readable table (text) or one JSON object (json) on stdout.")
 _ON_MISSING = flags.DEFINE_enum(
     "on_missing", "raise", list(_args.ON_MISSING_CHOICES),
-    "run: what the check does when a loss leaves out regularization: raise "
-    "MissingRegularizationError, add the left-out terms to the loss, or warn.")
+    "run: what the guard does when an update's regularization is wrong: "
+    "raise its RegularizationError, add terms left out (other verdicts, "
+    "such as a term counted twice, still raise), or warn.")
 
 EXIT_OK = _audit.EXIT_OK
 EXIT_PROBLEM = _audit.EXIT_PROBLEM

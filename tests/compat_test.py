@@ -53,26 +53,68 @@ def _loss():
   return safetrain.total_loss_from(helpers.cross_entropy())
 
 
-def _one_step(train_op):
-  return _run(train_op)
+_LEARNING_RATE = 0.1
+_CLIP = 0.01  # Below every gradient's norm here, so clipping must act.
+
+
+def _gradients_and_update(loss, train_op):
+  """(gradient, update) of each trainable variable for one step."""
+  variables = tf.compat.v1.trainable_variables()
+  gradients = tf.gradients(loss, variables)
+  with tf.compat.v1.Session() as sess:
+    sess.run(tf.compat.v1.global_variables_initializer())
+    before, values = sess.run([variables, gradients])
+    sess.run(train_op)
+    after = sess.run(variables)
+  return [(g, a - b) for g, b, a in zip(values, before, after, strict=True)]
+
+
+def _clipped(gradient):
+  norm = np.linalg.norm(gradient)
+  return gradient * min(1.0, _CLIP / norm)
+
+
+# How each option must change the plain SGD update -lr * g.
+_EFFECTS = {
+    "clip": _clipped,
+    "multiply": lambda g: 0.5 * g,
+    "summarize": lambda g: g,
+}
 
 
 class CreateTrainOpTest(parameterized.TestCase):
 
+  def _assert_effect(self, loss, train_op, what):
+    pairs = _gradients_and_update(loss, train_op)
+    if what == "clip":  # Otherwise the test could not tell clipping apart.
+      self.assertTrue(all(np.linalg.norm(g) > _CLIP for g, _ in pairs))
+    for gradient, update in pairs:
+      np.testing.assert_allclose(
+          update, -_LEARNING_RATE * _EFFECTS[what](gradient), rtol=1e-4,
+          atol=1e-7)
+    if what == "summarize":
+      names = [s.name for s in tf.compat.v1.get_collection(
+          tf.compat.v1.GraphKeys.SUMMARIES)]
+      self.assertTrue(any("gradient" in n for n in names), names)
+
   @parameterized.named_parameters(
-      ("clip_gradient_norm", {"clip_gradient_norm": 1.0}),
-      ("gradient_multipliers", {"gradient_multipliers": "all"}),
-      ("summarize_gradients", {"summarize_gradients": True}),
+      ("clip_gradient_norm", "clip"),
+      ("gradient_multipliers", "multiply"),
+      ("summarize_gradients", "summarize"),
   )
-  def test_learning_create_train_op(self, kwargs):
+  def test_learning_create_train_op(self, what):
     with tf.Graph().as_default():
       loss = _loss()
-      if kwargs.get("gradient_multipliers") == "all":
-        kwargs = {"gradient_multipliers": {
-            v: 0.5 for v in tf.compat.v1.trainable_variables()}}
+      kwargs = {
+          "clip": {"clip_gradient_norm": _CLIP},
+          "multiply": {"gradient_multipliers": {
+              v: 0.5 for v in tf.compat.v1.trainable_variables()}},
+          "summarize": {"summarize_gradients": True},
+      }[what]
       train_op = slim.learning.create_train_op(
-          loss, tf.compat.v1.train.GradientDescentOptimizer(0.1), **kwargs)
-      self.assertGreater(_one_step(train_op), 0.0)
+          loss, tf.compat.v1.train.GradientDescentOptimizer(_LEARNING_RATE),
+          global_step=None, **kwargs)
+      self._assert_effect(loss, train_op, what)
 
   @parameterized.named_parameters(
       ("clip", "clip"), ("multiply", "multiply"), ("summarize", "summarize"))
@@ -82,7 +124,7 @@ class CreateTrainOpTest(parameterized.TestCase):
       kwargs = {}
       if what == "clip":
         kwargs["transform_grads_fn"] = lambda grads: (
-            slim.training.clip_gradient_norms(grads, 1.0))
+            slim.training.clip_gradient_norms(grads, _CLIP))
       elif what == "multiply":
         kwargs["transform_grads_fn"] = lambda grads: (
             slim.training.multiply_gradients(
@@ -90,8 +132,9 @@ class CreateTrainOpTest(parameterized.TestCase):
       else:
         kwargs["summarize_gradients"] = True
       train_op = slim.training.create_train_op(
-          loss, tf.compat.v1.train.GradientDescentOptimizer(0.1), **kwargs)
-      self.assertGreater(_one_step(train_op), 0.0)
+          loss, tf.compat.v1.train.GradientDescentOptimizer(_LEARNING_RATE),
+          global_step=None, **kwargs)
+      self._assert_effect(loss, train_op, what)
 
   def test_clip_gradient_norms(self):
     with tf.Graph().as_default():
