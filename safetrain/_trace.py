@@ -15,7 +15,15 @@ optimized loss and the variables. This reads the graph only.
   their name scopes ``gradients/<op>_grad`` name the forward ops. This is
   preferred to the value a slim train op returns (the loss passed through an
   ``Identity`` that waits for the updates), which is the fallback: under the
-  guard with ``on_missing="add"`` the two differ.
+  guard with ``on_missing="add"`` the two differ. Every ``tf.gradients`` call
+  whose result reaches an apply op (one per clone under model_deploy) gives
+  one loss; together they are the update the rule judges.
+
+Names are read only where the graph has no edge to follow: nothing joins a
+gradient op to the forward op it differentiates except its name scope, and
+the seed's shape is a constant. Op *types* (``Apply*``, variable ops) and
+data and control edges (``_graph.ancestor_ops``) do the rest. The live guard
+does not need names: it records each loss as it differentiates it.
 """
 
 import dataclasses
