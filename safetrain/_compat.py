@@ -98,4 +98,8 @@ def apply() -> None:
   # takes the same arguments. (slim.local_variable, slim.global_variable)
   _restore(tf + "ops.variable_scope", "variable",
            tf + "ops.variable_v1", "VariableV1")
+  # tf_slim's own bugs on current NumPy and TensorFlow (see _slim_fixes):
+  # assign_from_checkpoint on partitioned variables, streaming_concat sizes.
+  from safetrain import _slim_fixes  # pylint: disable=g-import-not-at-top
+  _slim_fixes.install()
   _applied = True
