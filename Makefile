@@ -2,22 +2,39 @@
 #   make experiment   set up .venv and run the weight-decay experiment (the main job)
 #   make test         set up .venv and run the tests on the newest supported TensorFlow
 #   make test-oldest  the same on the oldest supported TensorFlow (.venv-tf2.15)
-#   make ci           both test runs, as .ci/run does
-PYTHON ?= python3.11
+#   make test-matrix  the library's tests on every lane (TF 2.15-2.21 x Python
+#                     3.10-3.13, needs python3.10 ... python3.13); each lane
+#                     writes requirements/results/<lane>.txt
+#   make test-lane LANE=tf2.18-py3.12   one lane's library tests
+#   make ci           what .ci/run does: full suite on newest and oldest TF,
+#                     library tests on a covering subset of the other lanes
+# A lane installs requirements/lanes/<lane>.txt with --no-deps: every package
+# is pinned there, TensorFlow as tensorflow-cpu only (see .ci/matrix.py).
+SHELL := /bin/bash
 TF ?= 2.21
+PY ?= 3.11
+PYTHON ?= python$(PY)
+LANE ?= tf$(TF)-py$(PY)
 VENV ?= .venv
 PYTEST_ARGS ?=
+# The library's own tests; not the slow example and cluster tests.
+LIBRARY_TESTS ?= tests/api_test.py tests/audit_test.py tests/check_test.py \
+	tests/cli_test.py tests/coefficient_test.py tests/compat_test.py \
+	tests/deploy_test.py tests/graph_test.py tests/guard_test.py \
+	tests/matrix_test.py tests/run_hook_test.py tests/seed_test.py \
+	tests/slim_import_test.py tests/slim_test.py tests/tf_slim_bugs_test.py \
+	tests/trace_test.py tests/train_test.py
 
 BIN := $(VENV)/bin
 
-.PHONY: venv test test-oldest ci experiment benchmarks clean
+.PHONY: venv test test-oldest test-lane test-matrix ci ci-lanes experiment benchmarks clean
 
 venv: $(VENV)/.installed
 
-$(VENV)/.installed: requirements/tf-$(TF).txt setup.cfg
+$(VENV)/.installed: requirements/lanes/$(LANE).txt setup.cfg
+	rm -rf $(VENV)
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -r requirements/tf-$(TF).txt
+	$(BIN)/python -m pip install --quiet --no-deps -r requirements/lanes/$(LANE).txt
 	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
 	touch $@
 
@@ -27,7 +44,24 @@ test: venv
 test-oldest:
 	$(MAKE) test TF=2.15 VENV=.venv-tf2.15
 
-ci: test test-oldest
+# One lane's library tests; the summary line goes to requirements/results.
+test-lane:
+	$(MAKE) venv PYTHON=python$(word 2,$(subst -py, ,$(LANE))) LANE=$(LANE) VENV=.venv-$(LANE)
+	.venv-$(LANE)/bin/python -m pytest $(LIBRARY_TESTS) $(PYTEST_ARGS) \
+		| tee .venv-$(LANE)/pytest.log; test $${PIPESTATUS[0]} -eq 0
+	python3 .ci/matrix.py record $(LANE) library .venv-$(LANE)/pytest.log
+
+test-matrix:
+	set -e; for lane in $$(python3 .ci/matrix.py lanes); do \
+		$(MAKE) test-lane LANE=$$lane; done
+	python3 .ci/matrix.py write-readme
+
+# The covering subset CI runs besides the two full suites.
+ci-lanes:
+	set -e; for lane in $$(python3 .ci/matrix.py lanes --ci-library); do \
+		$(MAKE) test-lane LANE=$$lane; done
+
+ci: test test-oldest ci-lanes
 
 experiment: venv
 	$(BIN)/python examples/weight_decay_experiment.py
@@ -37,4 +71,4 @@ benchmarks: venv
 	$(BIN)/python benchmarks/audit_scale.py
 
 clean:
-	rm -rf .venv .venv-tf2.15 build *.egg-info
+	rm -rf .venv .venv-tf2.15 .venv-tf*-py* build *.egg-info
