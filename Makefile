@@ -4,22 +4,40 @@
 #   make test-oldest  the same on the oldest supported TensorFlow (.venv-tf2.15)
 #   make test-fast    the tests not marked slow (no subprocesses or clusters)
 #   make lint         ruff and mypy over safetrain/ (requirements/lint.txt)
-#   make ci           lint and both test runs, as .ci/run does
-PYTHON ?= python3.11
+#   make test-matrix  the library's tests on every lane (TF 2.15-2.21 x Python
+#                     3.10-3.13 where TensorFlow has wheels); each lane
+#                     writes requirements/results/<lane>.txt
+#   make test-lane LANE=tf2.18-py3.12   one lane's library tests
+#   make ci           what .ci/run does: lint, the full suite on the newest and
+#                     oldest TF, library tests on a covering subset of lanes
+# A lane installs requirements/lanes/<lane>.txt with --no-deps: every package
+# is pinned there, TensorFlow as tensorflow-cpu only (see .ci/matrix.py).
+SHELL := /bin/bash
 TF ?= 2.21
+PY ?= 3.11
+LANE ?= tf$(TF)-py$(PY)
 VENV ?= .venv
 PYTEST_ARGS ?=
+# pyenv (as on this project's machines) finds python3.X only for the versions
+# it is told to use: offer it every installed one. Harmless without pyenv.
+export PYENV_VERSION ?= $(shell pyenv versions --bare 2>/dev/null | \
+	grep -E '^3\.[0-9]+\.[0-9]+$$' | tr '\n' ':' | sed 's/:$$//')
+PYTHON ?= python$(PY)
+# The library's own tests: not the slow subprocess and cluster tests, nor the
+# example programs'.
+LIBRARY_TESTS ?= tests -m "not slow" --ignore-glob="tests/examples_*"
 
 BIN := $(VENV)/bin
 
-.PHONY: venv test test-fast test-oldest lint ci experiment benchmarks clean
+.PHONY: venv test test-fast test-oldest lint test-lane test-matrix ci ci-lanes \
+	experiment benchmarks clean
 
 venv: $(VENV)/.installed
 
-$(VENV)/.installed: requirements/tf-$(TF).txt setup.cfg
+$(VENV)/.installed: requirements/lanes/$(LANE).txt setup.cfg
+	rm -rf $(VENV)
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -r requirements/tf-$(TF).txt
+	$(BIN)/python -m pip install --quiet --no-deps -r requirements/lanes/$(LANE).txt
 	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
 	touch $@
 
@@ -40,7 +58,24 @@ lint: $(VENV)/.lint-installed
 	$(BIN)/ruff check safetrain
 	$(BIN)/mypy
 
-ci: lint test test-oldest
+# One lane's library tests; the summary line goes to requirements/results.
+test-lane:
+	$(MAKE) venv PYTHON=python$(word 2,$(subst -py, ,$(LANE))) LANE=$(LANE) VENV=.venv-$(LANE)
+	.venv-$(LANE)/bin/python -m pytest $(LIBRARY_TESTS) $(PYTEST_ARGS) \
+		| tee .venv-$(LANE)/pytest.log; test $${PIPESTATUS[0]} -eq 0
+	python3 .ci/matrix.py record $(LANE) library .venv-$(LANE)/pytest.log
+
+test-matrix:
+	set -e; for lane in $$(python3 .ci/matrix.py lanes); do \
+		$(MAKE) test-lane LANE=$$lane; done
+	python3 .ci/matrix.py write-readme
+
+# The covering subset CI runs besides the two full suites.
+ci-lanes:
+	set -e; for lane in $$(python3 .ci/matrix.py lanes --ci-library); do \
+		$(MAKE) test-lane LANE=$$lane; done
+
+ci: lint test test-oldest ci-lanes
 
 experiment: venv
 	$(BIN)/python examples/weight_decay_experiment.py
@@ -50,4 +85,4 @@ benchmarks: venv
 	$(BIN)/python benchmarks/audit_scale.py
 
 clean:
-	rm -rf .venv .venv-tf2.15 build *.egg-info
+	rm -rf .venv .venv-tf2.15 .venv-tf*-py* build *.egg-info

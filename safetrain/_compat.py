@@ -61,6 +61,44 @@ def _alias_tf_keras_legacy_layers():
       sys.modules["tf_keras.legacy_tf_layers." + sub] = module
 
 
+def _run_looper_threads_in_their_graph():
+  """Supervisor's threads run in the graph of the thread that started them.
+
+  Since TF 2.0, eager execution is on by default and a new thread starts
+  eager, without the graph its creator had entered. A TF1 script that
+  builds its model in ``with tf.Graph().as_default():`` and trains with
+  ``slim.learning.train(..., save_summaries_secs=60)`` then dies: the
+  Supervisor's step-counter thread reads ``global_step`` eagerly
+  (``TypeError: <tf.Tensor 'global_step:0' ...> is out of scope``). Each
+  ``coordinator.LooperThread`` now records the creator's graph and enters it
+  when it runs, which is what those threads assume.
+  """
+  coordinator = _module("tensorflow.python.training.coordinator")
+  ops = _module("tensorflow.python.framework.ops")
+  context = _module("tensorflow.python.eager.context")
+  if coordinator is None or ops is None or context is None:
+    return
+  looper = coordinator.LooperThread
+  if getattr(looper.run, "_safetrain_in_graph", False):
+    return
+  original_init, original_run = looper.__init__, looper.run
+
+  def __init__(self, *args, **kwargs):  # pylint: disable=invalid-name
+    original_init(self, *args, **kwargs)
+    self._safetrain_graph = (None if context.executing_eagerly()
+                             else ops.get_default_graph())
+
+  def run(self):
+    graph = getattr(self, "_safetrain_graph", None)
+    if graph is None:
+      return original_run(self)
+    with graph.as_default():
+      return original_run(self)
+
+  run._safetrain_in_graph = True  # pylint: disable=protected-access
+  looper.__init__, looper.run = __init__, run
+
+
 def apply() -> None:
   """Restores every moved name tf_slim 1.1.0 needs. Safe to call twice.
 
@@ -98,4 +136,11 @@ def apply() -> None:
   # takes the same arguments. (slim.local_variable, slim.global_variable)
   _restore(tf + "ops.variable_scope", "variable",
            tf + "ops.variable_v1", "VariableV1")
+  # Eager by default (TF 2.0): Supervisor threads start outside the graph.
+  # (slim.learning.train with save_summaries_secs in a tf.Graph() block)
+  _run_looper_threads_in_their_graph()
+  # tf_slim's own bugs on current NumPy and TensorFlow (see _slim_fixes):
+  # assign_from_checkpoint on partitioned variables, streaming_concat sizes.
+  from safetrain import _slim_fixes  # pylint: disable=g-import-not-at-top
+  _slim_fixes.install()
   _applied = True

@@ -25,7 +25,7 @@ Three ways in:
 * ``SafeOptimizer(optimizer, on_missing=...)``, a wrapper for code that
   builds its optimizer itself;
 * ``safetrain run -- python train.py ...``, which installs the guard in the
-  script's process (see ``cli``).
+  script's process through ``safetrain/_run_hook/sitecustomize.py``.
 
 A check in progress turns further checks off for the same thread, so an
 optimizer wrapping another (``SafeOptimizer`` around a guarded one,
@@ -49,7 +49,6 @@ from safetrain import _train
 
 __all__ = (
     "ON_MISSING_ENV",
-    "SITECUSTOMIZE",
     "SafeOptimizer",
     "guard_optimizers",
     "install",
@@ -353,91 +352,3 @@ class SafeOptimizer(tf.compat.v1.train.Optimizer):
 
   def variables(self):
     return self._optimizer.variables()
-
-
-# Written by ``safetrain run`` as sitecustomize.py into a directory put first
-# on the script's PYTHONPATH. It imports nothing heavy: it waits for
-# TensorFlow's optimizer module to load, then puts a small trampoline on
-# ``Optimizer.compute_gradients`` that installs the real guard (importing
-# safetrain, by then safely after TensorFlow) on the first call. Then it runs
-# the sitecustomize it shadows, if any.
-SITECUSTOMIZE = r'''"""safetrain run: guards TF1 optimizers in this process."""
-import importlib.abc
-import importlib.machinery
-import importlib.util
-import os
-import sys
-
-_TARGET = "tensorflow.python.training.optimizer"
-_HERE = os.path.dirname(os.path.abspath(__file__))
-
-
-def _mark(event):
-  """Tells safetrain run that this process got this far."""
-  try:
-    open(os.path.join(_HERE, "%s-%d" % (event, os.getpid())), "w").close()
-  except OSError:
-    pass
-
-
-def _patch(optimizer_class, on_missing):
-  original = optimizer_class.__dict__["compute_gradients"]
-
-  def compute_gradients(self, *args, **kwargs):
-    try:
-      from safetrain import _guard
-    except ImportError as e:
-      raise ImportError(
-          "safetrain run: cannot import safetrain in %s (%s); install it in "
-          "the environment that runs the script." % (sys.executable, e))
-    optimizer_class.compute_gradients = original
-    _guard.install(on_missing)
-    return optimizer_class.compute_gradients(self, *args, **kwargs)
-
-  compute_gradients._safetrain_original = original
-  optimizer_class.compute_gradients = compute_gradients
-
-
-class _Hook(importlib.abc.MetaPathFinder):
-
-  def __init__(self, on_missing):
-    self.on_missing = on_missing
-
-  def find_spec(self, name, path, target=None):
-    if name != _TARGET:
-      return None
-    sys.meta_path.remove(self)
-    spec = importlib.machinery.PathFinder.find_spec(name, path)
-    if spec is None or spec.loader is None:
-      sys.stderr.write("safetrain run: could not guard %s\n" % name)
-      return spec
-    exec_module = spec.loader.exec_module
-    on_missing = self.on_missing
-
-    def exec_and_guard(module):
-      exec_module(module)
-      _patch(module.Optimizer, on_missing)
-      _mark("guarded")
-
-    spec.loader.exec_module = exec_and_guard
-    return spec
-
-
-def _chain():
-  """Runs the sitecustomize this one shadows."""
-  for entry in sys.path:
-    if os.path.abspath(entry or os.curdir) == _HERE:
-      continue
-    spec = importlib.machinery.PathFinder.find_spec("sitecustomize", [entry])
-    if spec is not None and spec.loader is not None:
-      module = importlib.util.module_from_spec(spec)
-      spec.loader.exec_module(module)
-      return
-
-
-_ON_MISSING = os.environ.get("@ENV@")
-if _ON_MISSING:
-  sys.meta_path.insert(0, _Hook(_ON_MISSING))
-  _mark("loaded")
-_chain()
-'''.replace("@ENV@", ON_MISSING_ENV)

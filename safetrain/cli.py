@@ -45,6 +45,7 @@ from absl import logging
 from safetrain import _args
 from safetrain import _audit
 from safetrain import _guard
+from safetrain._run_hook import sitecustomize
 
 __all__ = ("main", "run", "run_command")
 
@@ -145,7 +146,7 @@ def run_command(command: Sequence[str], on_missing: str = "raise") -> int:
   """Runs ``command`` with the guard installed in its Python processes.
 
   The guard reaches the command's processes through a ``sitecustomize``
-  module on ``PYTHONPATH`` (see ``_guard.SITECUSTOMIZE``), so the command
+  module on ``PYTHONPATH`` (see ``safetrain/_run_hook``), so the command
   line, working directory, standard streams and exit status are the
   command's own.
 
@@ -164,12 +165,12 @@ def run_command(command: Sequence[str], on_missing: str = "raise") -> int:
                       "'safetrain run -- python train.py'.")
   directory = tempfile.mkdtemp(prefix="safetrain_run_")
   try:
-    with open(os.path.join(directory, "sitecustomize.py"), "w") as f:
-      f.write(_guard.SITECUSTOMIZE)
     env = dict(os.environ)
     env[_guard.ON_MISSING_ENV] = on_missing
+    env[sitecustomize.MARKERS_ENV] = directory  # The hook's marker files.
     env["PYTHONPATH"] = os.pathsep.join(
-        p for p in (directory, env.get("PYTHONPATH")) if p)
+        p for p in (os.path.dirname(sitecustomize.__file__),
+                    env.get("PYTHONPATH")) if p)
     try:
       process = subprocess.Popen(command, env=env)  # pylint: disable=consider-using-with
     except OSError as e:

@@ -259,14 +259,12 @@ class SafeOptimizerTest(absltest.TestCase):
 class InstallTest(absltest.TestCase):
 
   def test_sitecustomize_guards_the_optimizer_module_when_it_loads(self):
-    # The trampoline SITECUSTOMIZE puts on the class installs the real guard
+    # The trampoline the run hook puts on the class installs the real guard
     # on the first call, with the policy from the environment.
-    namespace = {"__file__": os.path.join(tempfile.gettempdir(), "x.py")}
-    code = _guard.SITECUSTOMIZE.replace("_chain()\n", "")
-    exec(compile(code, "sitecustomize.py", "exec"), namespace)  # pylint: disable=exec-used
+    from safetrain._run_hook import sitecustomize  # pylint: disable=g-import-not-at-top
     with tf.Graph().as_default():
       loss, _ = _model()
-      namespace["_patch"](_Optimizer, "raise")
+      sitecustomize.patch(_Optimizer, "raise")
       try:
         self.assertIsNone(_guard.installed())
         with self.assertRaises(safetrain.MissingRegularizationError):

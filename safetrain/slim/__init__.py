@@ -10,6 +10,12 @@ are the safe versions with the same parameters:
 * ``slim.losses.get_total_loss`` is ``safetrain.total_loss_from``;
 * ``slim.learning.train`` and ``slim.training.train`` check the train op they
   are handed before the first step.
+
+Every tf_slim module imports under ``safetrain.slim`` too (``from
+safetrain.slim.nets import resnet_v1``): see ``_alias``. The replaced
+functions are safetrain's however they are reached, also as
+``safetrain.slim.losses.loss_ops.get_total_loss`` and
+``safetrain.slim.training.training.train``.
 """
 
 import importlib
@@ -17,6 +23,9 @@ import importlib
 import safetrain  # Applies the current-TensorFlow fixes first.
 import tf_slim as _tf_slim
 
+from safetrain.slim import _alias
+_alias.install()
+# pylint: disable=g-import-not-at-top,wrong-import-position
 from safetrain.slim import learning
 from safetrain.slim import losses
 from safetrain.slim import training
@@ -32,7 +41,7 @@ def __getattr__(name: str):
   except AttributeError:
     pass
   try:  # Subpackages tf_slim does not import itself, such as nets.
-    return importlib.import_module("tf_slim." + name)
+    return importlib.import_module("safetrain.slim." + name)
   except ImportError:
     raise AttributeError(
         f"module 'safetrain.slim' (tf_slim) has no attribute {name!r}"

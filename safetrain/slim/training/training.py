@@ -1,4 +1,4 @@
-"""``tf_slim.training`` with a checked ``create_train_op`` and ``train``."""
+"""``tf_slim.training.training``, with checked create_train_op and train."""
 
 from typing import Any, Callable, Iterable, Optional
 
@@ -43,11 +43,30 @@ def create_train_op(
       check_numerics=check_numerics)
 
 
-def train(train_op, logdir, *args, on_missing: str = "raise",
-          **kwargs) -> Any:
+def train(
+    train_op: tf.Tensor,
+    logdir: Optional[str],
+    master: str = "",
+    is_chief: bool = True,
+    scaffold: Any = None,
+    hooks: Any = None,
+    chief_only_hooks: Any = None,
+    save_checkpoint_secs: Optional[float] = 600,
+    save_summaries_steps: Optional[int] = 100,
+    config: Any = None,
+    max_wait_secs: float = 7200,
+    run_metadata: Any = None,
+    *,
+    on_missing: str = "raise",
+) -> Any:
   """``tf_slim.training.train``, after checking ``train_op``'s loss."""
   _train.check_train_op(train_op, on_missing, "slim.training.train")
-  return _training.train(train_op, logdir, *args, **kwargs)
+  return _training.train(
+      train_op, logdir, master=master, is_chief=is_chief, scaffold=scaffold,
+      hooks=hooks, chief_only_hooks=chief_only_hooks,
+      save_checkpoint_secs=save_checkpoint_secs,
+      save_summaries_steps=save_summaries_steps, config=config,
+      max_wait_secs=max_wait_secs, run_metadata=run_metadata)
 
 
 def __getattr__(name: str):

@@ -1,0 +1,92 @@
+"""tf_slim 1.1.0's own bugs, fixed by ``import safetrain`` (``_slim_fixes``).
+
+Each scenario runs twice in a fresh process: with ``import safetrain`` it
+must work, and without it it must fail as tf_slim 1.1.0 does on current
+NumPy and TensorFlow, so each test proves that the fix is what makes it pass.
+"""
+
+import subprocess
+import sys
+import textwrap
+
+from absl.testing import absltest
+from absl.testing import parameterized
+
+_SCENARIOS = textwrap.dedent("""
+    import os, sys, tempfile
+    import numpy as np
+    import tensorflow as tf
+    if sys.argv[1] == "with":
+      import safetrain
+    import tf_slim as slim
+    from tf_slim.metrics import metric_ops
+
+    def partitioned(name):
+      return tf.compat.v1.get_variable(
+          name, shape=[6, 2], initializer=tf.compat.v1.zeros_initializer(),
+          partitioner=tf.compat.v1.fixed_size_partitioner(3))
+
+    def assign_partitioned():
+      directory = tempfile.mkdtemp()
+      values = np.arange(12, dtype=np.float32).reshape(6, 2)
+      with tf.Graph().as_default():
+        w = partitioned("w")
+        with tf.compat.v1.Session() as sess:
+          sess.run(tf.compat.v1.global_variables_initializer())
+          for part, rows in zip(w, np.split(values, 3)):
+            part.load(rows, sess)
+          path = tf.compat.v1.train.Saver().save(
+              sess, os.path.join(directory, "model"))
+      with tf.Graph().as_default():
+        w = partitioned("w")
+        op, feed = slim.assign_from_checkpoint(path, list(w))
+        with tf.compat.v1.Session() as sess:
+          sess.run(tf.compat.v1.global_variables_initializer())
+          sess.run(op, feed)
+          restored = np.concatenate(sess.run(list(w)))
+      return "ok" if np.array_equal(restored, values) else "wrong values"
+
+    def concat_size():
+      with tf.Graph().as_default():
+        size = metric_ops._next_array_size(7371556)
+        with tf.compat.v1.Session() as sess:
+          value = sess.run(size)
+      return "ok" if value >= 7371556 else "too small: %d" % value
+
+    name = sys.argv[2]
+    try:
+      outcome = {"assign_partitioned": assign_partitioned,
+                 "concat_size": concat_size}[name]()
+    except Exception as e:
+      outcome = type(e).__name__
+    print("RESULT", outcome)
+""")
+
+
+def _run(with_safetrain, scenario):
+  result = subprocess.run(
+      [sys.executable, "-c", _SCENARIOS,
+       "with" if with_safetrain else "without", scenario],
+      capture_output=True, text=True, timeout=300, check=False)
+  lines = [l for l in result.stdout.splitlines() if l.startswith("RESULT ")]
+  if not lines:
+    raise AssertionError(result.stderr[-3000:])
+  return lines[-1][len("RESULT "):]
+
+
+class TfSlimBugsTest(parameterized.TestCase):
+
+  @parameterized.named_parameters(
+      # NumPy >= 1.23 refuses a list of slices as an index.
+      ("assign_from_checkpoint_partitioned", "assign_partitioned",
+       "IndexError"),
+      # float32 logarithms round the capacity below the size required.
+      ("streaming_concat_large_size", "concat_size", "too small: 7371555"),
+  )
+  def test_fixed_by_safetrain(self, scenario, failure_without):
+    self.assertEqual(_run(False, scenario), failure_without)
+    self.assertEqual(_run(True, scenario), "ok")
+
+
+if __name__ == "__main__":
+  absltest.main()
