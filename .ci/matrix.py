@@ -43,6 +43,11 @@ RELEASES = {
 FULL = ("tf2.21-py3.11", "tf2.15-py3.11")
 CI_LIBRARY = ("tf2.16-py3.10", "tf2.17-py3.12", "tf2.18-py3.10",
               "tf2.19-py3.12", "tf2.20-py3.13")
+# Pins a minor needs beyond what TensorFlow declares. TF 2.20's
+# training_util.write_graph (slim.learning.train's first step) passes
+# float_format, which protobuf 7's text_format no longer takes; TF 2.21
+# stopped passing it.
+CONSTRAINTS = {"2.20": ("protobuf<6",)}
 # What every lane installs besides TensorFlow and tf-keras.
 EXTRAS = ("tf-slim==1.1.0", "pytest", "scikit-learn", "matplotlib", "tqdm",
           "setuptools")
@@ -86,7 +91,8 @@ def lock():
       lane = lane_name(minor, python)
       out = os.path.join(LANES_DIR, lane + ".txt")
       with tempfile.NamedTemporaryFile("w", suffix=".in") as spec:
-        spec.write("\n".join((f"tensorflow-cpu=={tf}",) + EXTRAS) + "\n")
+        spec.write("\n".join((f"tensorflow-cpu=={tf}",) + EXTRAS +
+                              CONSTRAINTS.get(minor, ())) + "\n")
         spec.flush()
         resolved = subprocess.run(
             [sys.executable, "-m", "uv", "pip", "compile", spec.name,
