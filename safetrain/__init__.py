@@ -36,6 +36,7 @@ from safetrain._guard import guard_optimizers
 from safetrain._report import RegularizationReport
 from safetrain._report import RegularizationTerm
 from safetrain._report import Status
+from safetrain._tape import GradientTape
 from safetrain._trace import TrainOpTrace
 from safetrain._trace import find_train_ops
 from safetrain._trace import trace_train_op
@@ -52,6 +53,7 @@ __all__ = (
     "DoubleCountedRegularizationError",
     "EagerModeError",
     "Error",
+    "GradientTape",
     "InvalidArgumentError",
     "InvalidArgumentTypeError",
     "MissingRegularizationError",

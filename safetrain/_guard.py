@@ -31,6 +31,7 @@ import tensorflow as tf
 
 from safetrain import _args
 from safetrain import _errors
+from safetrain import _tape
 from safetrain import _train
 
 __all__ = (
@@ -109,6 +110,7 @@ def _patch() -> None:
     return
   guard = _make_guard(getattr(current, _ORIGINAL, current))
   _Optimizer.compute_gradients = guard
+  _tape.patch()  # TF2: tf.GradientTape and Keras optimizers (see _tape).
 
 
 def _make_guard(original):
@@ -124,6 +126,7 @@ def _make_guard(original):
 def _unpatch() -> None:
   current = _Optimizer.__dict__["compute_gradients"]
   _Optimizer.compute_gradients = getattr(current, _ORIGINAL, current)
+  _tape.unpatch()
 
 
 def install(on_missing: str = "raise") -> None:
@@ -251,22 +254,39 @@ def _mark(event):
     pass
 
 
+def _install(on_missing, restore):
+  """Installs the real guard, once, on the first guarded call."""
+  for cls, name, original in restore:
+    setattr(cls, name, original)
+  try:
+    from safetrain import _guard
+  except ImportError as e:
+    raise ImportError(
+        "safetrain run: cannot import safetrain in %s (%s); install it in "
+        "the environment that runs the script." % (sys.executable, e))
+  if _guard.installed() is None:
+    _guard.install(on_missing)
+
+
 def _patch(optimizer_class, on_missing):
-  original = optimizer_class.__dict__["compute_gradients"]
+  # TF1 optimizers' compute_gradients; TF2 loops enter a tf.GradientTape.
+  tape_class = sys.modules["tensorflow.python.eager.backprop"].GradientTape
+  restore = [(optimizer_class, "compute_gradients",
+              optimizer_class.__dict__["compute_gradients"]),
+             (tape_class, "__enter__", tape_class.__dict__["__enter__"])]
 
   def compute_gradients(self, *args, **kwargs):
-    try:
-      from safetrain import _guard
-    except ImportError as e:
-      raise ImportError(
-          "safetrain run: cannot import safetrain in %s (%s); install it in "
-          "the environment that runs the script." % (sys.executable, e))
-    optimizer_class.compute_gradients = original
-    _guard.install(on_missing)
+    _install(on_missing, restore)
     return optimizer_class.compute_gradients(self, *args, **kwargs)
 
-  compute_gradients._safetrain_original = original
+  def enter(self):
+    _install(on_missing, restore)
+    return tape_class.__enter__(self)
+
+  compute_gradients._safetrain_original = restore[0][2]
+  enter._safetrain_original = restore[1][2]
   optimizer_class.compute_gradients = compute_gradients
+  tape_class.__enter__ = enter
 
 
 class _Hook(importlib.abc.MetaPathFinder):
