@@ -254,6 +254,12 @@ _MISSING_ADVICE_TF2 = (
     "(the same as data_loss + tf.add_n(model.losses) on one device, and "
     "scaled by tf.nn.scale_regularization_loss in a replica context).")
 
+_BLOCKED_ADVICE_TF2 = (
+    "A tf.stop_gradient, an integer cast or an op without a gradient lies "
+    "between the loss and these terms, so their gradient never reaches the "
+    "weights. Add them directly:\n"
+    "    loss = data_loss + tf.add_n(model.losses)")
+
 _OVERCOUNTED_ADVICE_TF2 = (
     "Fix: add the model's regularization once, scaled for the strategy:\n"
     "    loss = safetrain.total_loss_from(data_loss, model=model)\n"
@@ -279,9 +285,10 @@ class TapeReport(_report.RegularizationReport):
     return super().to_text() + f"\n  {self.rule}"
 
   def missing_message(self, caller: str) -> str:
-    text = super().missing_message(caller).replace(
-        _report._ADVICE[_report.Status.MISSING],  # pylint: disable=protected-access
-        _MISSING_ADVICE_TF2)
+    text = super().missing_message(caller)
+    advice = _report._ADVICE  # pylint: disable=protected-access
+    text = text.replace(advice[_report.Status.MISSING], _MISSING_ADVICE_TF2)
+    text = text.replace(advice[_report.Status.BLOCKED], _BLOCKED_ADVICE_TF2)
     return _with_rule(text, self.rule)
 
   def overcounted_message(self, caller: str) -> str:
