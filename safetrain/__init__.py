@@ -33,6 +33,7 @@ from safetrain._errors import InvalidArgumentTypeError
 from safetrain._errors import MissingRegularizationError
 from safetrain._guard import SafeOptimizer
 from safetrain._guard import guard_optimizers
+from safetrain._keras_decay import check_weight_decay
 from safetrain._report import RegularizationReport
 from safetrain._report import RegularizationTerm
 from safetrain._report import Status
@@ -68,6 +69,7 @@ __all__ = (
     "assert_counted_once",
     "audit_meta_graph",
     "check_regularization",
+    "check_weight_decay",
     "clone_loss",
     "create_clones",
     "create_train_op_safe",

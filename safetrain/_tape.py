@@ -38,6 +38,7 @@ import tensorflow as tf
 from safetrain import _args
 from safetrain import _check
 from safetrain import _errors
+from safetrain import _keras_decay
 from safetrain import _report
 from safetrain import _tf2
 
@@ -357,12 +358,14 @@ def _guarded(name: str):
 
 
 def patch() -> None:
-  """Puts the check on ``tf.GradientTape`` (the guard is installed)."""
+  """Puts the check on ``tf.GradientTape`` and Keras optimizers' decay."""
   for name in _ORIGINALS:
     if not getattr(_Tape.__dict__[name], _GUARD_MARK, False):
       setattr(_Tape, name, _guarded(name))
+  _keras_decay.patch()
 
 
 def unpatch() -> None:
   for name, original in _ORIGINALS.items():
     setattr(_Tape, name, original)
+  _keras_decay.unpatch()

@@ -272,9 +272,11 @@ class TapeReport(_report.RegularizationReport):
 
   Attributes:
     rule: the coefficient rule, e.g. the replica rule under a strategy.
+    fix: the advice for a doubled term, where it is not the loss's.
   """
 
   rule: str = ""
+  fix: str = ""
 
   def to_dict(self) -> Dict[str, Any]:
     result = super().to_dict()
@@ -293,7 +295,7 @@ class TapeReport(_report.RegularizationReport):
 
   def overcounted_message(self, caller: str) -> str:
     text = super().overcounted_message(caller)
-    text = text[:text.index("Fix:")] + _OVERCOUNTED_ADVICE_TF2 + (
+    text = text[:text.index("Fix:")] + (self.fix or _OVERCOUNTED_ADVICE_TF2) + (
         '\nTo count them so on purpose, pass on_missing="warn".')
     return _with_rule(text, self.rule)
 
