@@ -21,6 +21,8 @@ import re
 import sys
 from typing import Any, Iterable, List, Optional
 
+import tensorflow as tf
+
 from safetrain import _args
 from safetrain import _errors
 from safetrain import _report
@@ -58,6 +60,7 @@ def _decay_rate(optimizer) -> float:
     return 0.0  # A schedule or tensor: decayed, but not read here.
 
 
+@tf.autograph.experimental.do_not_convert
 def check_weight_decay(optimizer: Any, variables: Iterable, *,
                        on_missing: str = "raise") -> Optional[
                            _tf2.TapeReport]:
@@ -88,7 +91,7 @@ def check_weight_decay(optimizer: Any, variables: Iterable, *,
                if not any(re.search(p, n) for n in names)]
   if unmatched:
     shown = ", ".join(sorted(set(names))[:6])
-    raise _errors.InvalidArgumentError(
+    raise _tf2.passed_through(_errors.InvalidArgumentError(
         f"{caller}: exclude_from_weight_decay(var_names={unmatched!r}) "
         f"matches none of the {len(variables)} variables this optimizer "
         f"updates, so it excludes nothing and weight decay applies to all of "
@@ -96,7 +99,7 @@ def check_weight_decay(optimizer: Any, variables: Iterable, *,
         f"({shown}{', ...' if len(set(names)) > 6 else ''}). Fix: pass the "
         "variables, optimizer.exclude_from_weight_decay("
         "var_list=model.get_layer('dense_1').trainable_variables), or a "
-        "pattern for those names.")
+        "pattern for those names."))
   regularized = _tf2.regularized_variables(variables)
   terms = []
   for variable in variables:
@@ -125,6 +128,7 @@ def check_weight_decay(optimizer: Any, variables: Iterable, *,
 
 
 def _guarded(original):
+  @tf.autograph.experimental.do_not_convert
   def apply_gradients(self, grads_and_vars, *args, **kwargs):
     from safetrain import _guard  # pylint: disable=g-import-not-at-top
     policy = _guard.installed()

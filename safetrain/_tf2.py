@@ -35,6 +35,7 @@ from safetrain import _report
 __all__ = (
     "Regularized",
     "act",
+    "passed_through",
     "TapeReport",
     "patch_regularizers",
     "pop",
@@ -305,6 +306,16 @@ def _with_rule(text: str, rule: str) -> str:
   return f"{first}\n  {rule}\n{rest}"
 
 
+def passed_through(error: Exception) -> Exception:
+  """``error``, marked so that AutoGraph re-raises it unchanged.
+
+  Raised while a ``tf.function`` traces, it would otherwise reach the caller
+  as a ``StagingError`` that no ``except safetrain.Error`` catches.
+  """
+  error.ag_pass_through = True
+  return error
+
+
 def act(report: _report.RegularizationReport, on_missing: str,
         caller: str) -> Tuple[str, ...]:
   """The verdict on ``report`` and the action ``on_missing`` asks for.
@@ -318,8 +329,8 @@ def act(report: _report.RegularizationReport, on_missing: str,
   from safetrain import _train  # pylint: disable=g-import-not-at-top
   if report.overcounted:
     if on_missing != "warn":
-      raise _errors.DoubleCountedRegularizationError(
-          report.overcounted_message(caller), report)
+      raise passed_through(_errors.DoubleCountedRegularizationError(
+          report.overcounted_message(caller), report))
     warnings.warn(report.overcounted_message(caller),
                   _train.MissingRegularizationWarning, stacklevel=4)
   missing = report.missing
@@ -331,8 +342,8 @@ def act(report: _report.RegularizationReport, on_missing: str,
     return ()
   addable = [t for t in missing if t.status is _report.Status.MISSING]
   if on_missing == "raise" or len(addable) != len(missing):
-    raise _errors.MissingRegularizationError(
-        report.missing_message(caller), report)
+    raise passed_through(_errors.MissingRegularizationError(
+        report.missing_message(caller), report))
   logging.info("%s: adding %d regularization terms that the loss left out: "
                "%s", caller, len(addable),
                ", ".join(t.name for t in addable[:5]) +
