@@ -94,9 +94,10 @@ class KerasCustomLoopTest(absltest.TestCase):
     proc = _run(self.dir, "--steps=400", "--checkpoint_every=5",
                 "--seconds_per_step=0.05")
     deadline = time.time() + 240
-    while time.time() < deadline and not any(
-        f.startswith("ckpt-") for f in os.listdir(self.dir)):
-      time.sleep(0.5)
+    state = os.path.join(self.dir, "checkpoint")  # Written after a save.
+    while time.time() < deadline and not os.path.exists(state):
+      time.sleep(0.2)
+    self.assertTrue(os.path.exists(state))
     os.kill(proc.pid, signal.SIGKILL)
     proc.communicate(timeout=60)
     self.assertEqual(proc.returncode, -signal.SIGKILL)
