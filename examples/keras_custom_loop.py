@@ -14,8 +14,9 @@ with ``safetrain.GradientTape``, which stops it at the first step;
 
 Usage:
   python examples/keras_custom_loop.py --train_dir=/tmp/tf2_digits \
-      --steps=300 [--strategy=mirrored] [--loop=fixed|broken] \
-      [--on_missing=raise|add|warn]
+      --steps=300 --learning_rate=0.05 [--kernel_l2=1e-3] \
+      [--strategy=mirrored] [--loop=fixed|broken] \
+      [--regularization_policy=raise|add|warn]
 
 ``--strategy=mirrored`` trains on 2 logical CPU devices (MirroredStrategy);
 ``--batch_size`` is the global batch. Progress and ETA go to stderr (tqdm),
@@ -39,20 +40,23 @@ if __package__ in (None, ""):  # Run as a script: make `examples` importable.
       __file__))))
 
 # pylint: disable=g-import-not-at-top
+from examples import common_flags
 from examples import datasets
 
-_TRAIN_DIR = flags.DEFINE_string("train_dir", None, "Checkpoints and logs.")
+# --train_dir, --batch_size (global) and --learning_rate are the trainers'
+# shared flags (examples/common_flags.py).
+_TRAIN_DIR = common_flags.TRAIN_DIR
+_BATCH_SIZE = common_flags.BATCH_SIZE
+_LEARNING_RATE = common_flags.LEARNING_RATE
 _STEPS = flags.DEFINE_integer("steps", 300, "Total training steps.",
                               lower_bound=1)
-_BATCH_SIZE = flags.DEFINE_integer("batch_size", 32, "Global batch size.",
-                                   lower_bound=1)
-_LEARNING_RATE = flags.DEFINE_float("learning_rate", 0.05, "SGD rate.")
-_WEIGHT_DECAY = flags.DEFINE_float("weight_decay", 1e-3, "L2 on kernels.")
+_WEIGHT_DECAY = flags.DEFINE_float("kernel_l2", 1e-3,
+                                   "L2 regularizer factor on the kernels.")
 _STRATEGY = flags.DEFINE_enum("strategy", "default", ["default", "mirrored"],
                               "mirrored: 2 logical CPU devices.")
 _LOOP = flags.DEFINE_enum("loop", "fixed", ["fixed", "broken"],
                           "broken: the public bug (model.losses left out).")
-_ON_MISSING = flags.DEFINE_enum("on_missing", "raise",
+_ON_MISSING = flags.DEFINE_enum("regularization_policy", "raise",
                                 ["raise", "add", "warn"],
                                 "What safetrain does with a left-out term.")
 _CHECKPOINT_EVERY = flags.DEFINE_integer("checkpoint_every", 50,
