@@ -37,10 +37,12 @@ from safetrain._errors import ReplicaScalingError
 from safetrain._errors import TooWeakRegularizationError
 from safetrain._guard import SafeOptimizer
 from safetrain._guard import guard_optimizers
+from safetrain._keras_decay import check_weight_decay
 from safetrain._policy import Verdict
 from safetrain._report import RegularizationReport
 from safetrain._report import RegularizationTerm
 from safetrain._report import Status
+from safetrain._tape import GradientTape
 from safetrain._trace import TrainOpTrace
 from safetrain._trace import find_train_ops
 from safetrain._trace import trace_train_op
@@ -56,6 +58,7 @@ __all__ = (
     "DoubleCountedRegularizationError",
     "EagerModeError",
     "Error",
+    "GradientTape",
     "IneffectiveRegularizerError",
     "InvalidArgumentError",
     "InvalidArgumentTypeError",
@@ -74,6 +77,7 @@ __all__ = (
     "assert_counted_once",
     "audit_meta_graph",
     "check_regularization",
+    "check_weight_decay",
     "clone_loss",
     "create_clones",
     "create_train_op_safe",

@@ -45,6 +45,7 @@ import tensorflow as tf
 from safetrain import _args
 from safetrain import _errors
 from safetrain import _graph
+from safetrain import _tape
 from safetrain import _train
 
 __all__ = (
@@ -244,12 +245,14 @@ def _patch_optimizer_class() -> None:
     current = _Optimizer.__dict__[method]
     if getattr(current, _ORIGINAL, None) is None:
       setattr(_Optimizer, method, _guarded(method, current))
+  _tape.patch()  # TF2: tf.GradientTape and Keras optimizers (see _tape).
 
 
 def _unpatch_optimizer_class() -> None:
   for method in _METHODS:
     current = _Optimizer.__dict__[method]
     setattr(_Optimizer, method, getattr(current, _ORIGINAL, current))
+  _tape.unpatch()
 
 
 def install(on_missing: str = "raise") -> None:

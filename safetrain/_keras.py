@@ -56,10 +56,13 @@ from safetrain import _graph
 __all__ = (
     "IneffectiveRegularizer",
     "KerasTerm",
+    "generation",
     "ineffective_message",
     "ineffective_regularizers",
+    "live_layers",
     "regularization_terms",
     "saved_terms",
+    "weight_callable",
 )
 
 # Base Layer classes by module, each with the Keras generation it belongs to.
@@ -164,11 +167,11 @@ def _scan() -> None:
       _register(obj)
 
 
-def _generation(layer) -> int:
-  for module_name, generation in _LAYER_MODULES:
+def generation(layer) -> int:
+  for module_name, version in _LAYER_MODULES:
     cls = _patched.get(module_name)
     if cls is not None and isinstance(layer, cls):
-      return generation
+      return version
   return 0
 
 
@@ -181,7 +184,7 @@ def _legacy_classes() -> Tuple[type, ...]:
   return tuple(found)
 
 
-def _live_layers() -> List:
+def live_layers() -> List:
   """Every recorded Keras layer still alive, legacy tf.layers left out."""
   _track()
   legacy = _legacy_classes()
@@ -327,7 +330,7 @@ def _tensor_terms(layer, graph, kind_of) -> List[KerasTerm]:
   return terms
 
 
-def _keras2_weight_callable(loss_callable) -> Tuple[Any, Any]:
+def weight_callable(loss_callable) -> Tuple[Any, Any]:
   """(variable, regularizer) of a Keras 2 weight regularization callable.
 
   Keras 2 wraps ``partial(_loss_for_variable, variable)`` in
@@ -353,7 +356,7 @@ def _keras2_terms(layer, graph) -> List[KerasTerm]:
   terms = []
   layer_graph = _layer_graph(layer)
   for loss_callable in getattr(layer, "_callable_losses", ()) or ():
-    variable, regularizer = _keras2_weight_callable(loss_callable)
+    variable, regularizer = weight_callable(loss_callable)
     if variable is None:  # add_loss(callable): built in the layer's graph.
       if layer_graph is graph:
         terms.extend(_callable_term(loss_callable, layer, graph))
@@ -410,11 +413,11 @@ def regularization_terms(graph) -> List[KerasTerm]:
   """
   terms = []
   seen = set()
-  for layer in _live_layers():
-    generation = _generation(layer)
-    if generation == 3:
+  for layer in live_layers():
+    version = generation(layer)
+    if version == 3:
       found = _keras3_terms(layer, graph)
-    elif generation == 2:
+    elif version == 2:
       found = _keras2_terms(layer, graph)
     else:
       continue
@@ -460,11 +463,11 @@ def _weight_for(layer, attribute: str) -> Tuple[Optional[str], Any]:
   return None, None
 
 
-def _reaches_losses(layer, variable, regularizer, generation: int) -> bool:
-  if generation == 3:
+def _reaches_losses(layer, variable, regularizer, version: int) -> bool:
+  if version == 3:
     return getattr(variable, "regularizer", None) is regularizer
   for loss_callable in getattr(layer, "_callable_losses", ()) or ():
-    found, found_regularizer = _keras2_weight_callable(loss_callable)
+    found, found_regularizer = weight_callable(loss_callable)
     if found is variable and found_regularizer in (None, regularizer):
       return True
     if found is None:  # add_loss(callable): does its term use the variable?
@@ -478,9 +481,9 @@ def _reaches_losses(layer, variable, regularizer, generation: int) -> bool:
 def ineffective_regularizers(graph) -> List[IneffectiveRegularizer]:
   """Regularizers set on built layers of ``graph`` that reach no loss."""
   found = []
-  for layer in _live_layers():
-    generation = _generation(layer)
-    if not generation or not getattr(layer, "built", False):
+  for layer in live_layers():
+    version = generation(layer)
+    if not version or not getattr(layer, "built", False):
       continue
     for attribute, regularizer in sorted(vars(layer).items()):
       attribute = attribute.lstrip("_")
@@ -491,11 +494,11 @@ def ineffective_regularizers(graph) -> List[IneffectiveRegularizer]:
       if variable is None or _graph_of(variable) is not graph:
         continue
       if weight is not None and not _reaches_losses(
-          layer, variable, regularizer, generation):
+          layer, variable, regularizer, version):
         found.append(IneffectiveRegularizer(
             layer=layer.name, attribute=attribute,
             variable=_tf_variable(variable).op.name, weight=weight,
-            keras=generation, regularizer=regularizer))
+            keras=version, regularizer=regularizer))
   return found
 
 

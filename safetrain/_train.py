@@ -104,7 +104,7 @@ def enforce(loss, variables_to_train: Optional[Iterable], on_missing: str,
 
 def total_loss_from(losses: Union[None, tf.Tensor, Sequence[tf.Tensor]] = None,
                     *, scope: Optional[str] = None,
-                    name: str = "total_loss") -> tf.Tensor:
+                    name: str = "total_loss", model: Any = None) -> tf.Tensor:
   """The sum of ``losses`` plus every regularization loss it leaves out.
 
   Like ``tf.compat.v1.losses.get_total_loss``, but a regularization loss the
@@ -119,12 +119,22 @@ def total_loss_from(losses: Union[None, tf.Tensor, Sequence[tf.Tensor]] = None,
       a '/' boundary: ``clone_1`` does not take ``clone_10/...``.
     name: the name of the sum, when a new op is needed. When the single loss
       given already includes every regularization loss, it is returned as is.
+    model: TF2 (eager, ``tf.function``, Keras): a Keras model or layer;
+      returns ``losses`` plus each term of ``model.losses`` once, scaled by
+      ``tf.nn.scale_regularization_loss`` in a replica context (see
+      ``safetrain._tf2.total_loss``). Without it, eager mode raises
+      ``EagerModeError``.
 
   Returns:
     A scalar tensor.
   """
   caller = "total_loss_from"
-  _args.require_graph_mode(caller)
+  if model is not None:
+    from safetrain import _tf2  # pylint: disable=g-import-not-at-top
+    return _tf2.total_loss(losses, model, name)
+  if tf.executing_eagerly():
+    from safetrain import _tf2  # pylint: disable=g-import-not-at-top
+    raise _errors.EagerModeError(_tf2.EAGER_TOTAL_LOSS)
   if losses is None:
     graph = tf.compat.v1.get_default_graph()
     collected = _dedup(graph.get_collection(tf.compat.v1.GraphKeys.LOSSES))

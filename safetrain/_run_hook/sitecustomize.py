@@ -45,23 +45,44 @@ def mark(event: str) -> None:
     pass
 
 
+def _install(on_missing: str, restore) -> None:
+  """Puts the trampolines' originals back and installs the real guard once."""
+  for cls, name, original in restore:
+    setattr(cls, name, original)
+  try:
+    from safetrain import _guard  # pylint: disable=g-import-not-at-top
+  except ImportError as e:
+    raise ImportError(
+        f"safetrain run: cannot import safetrain in {sys.executable} ({e}); "
+        "install it in the environment that runs the script.") from e
+  if _guard.installed() is None:
+    _guard.install(on_missing)
+
+
 def patch(optimizer_class, on_missing: str) -> None:
-  """Installs the real guard on the first ``compute_gradients`` call."""
-  original = optimizer_class.__dict__["compute_gradients"]
+  """Installs the real guard on the first guarded call.
+
+  TF1 loops reach ``Optimizer.compute_gradients``; TF2 loops (Keras ``fit``
+  and custom loops) enter a ``tf.GradientTape`` first. Whichever comes first
+  installs the guard, which then covers both.
+  """
+  tape_class = sys.modules["tensorflow.python.eager.backprop"].GradientTape
+  restore = [(optimizer_class, "compute_gradients",
+              optimizer_class.__dict__["compute_gradients"]),
+             (tape_class, "__enter__", tape_class.__dict__["__enter__"])]
 
   def compute_gradients(self, *args, **kwargs):
-    try:
-      from safetrain import _guard  # pylint: disable=g-import-not-at-top
-    except ImportError as e:
-      raise ImportError(
-          f"safetrain run: cannot import safetrain in {sys.executable} ({e}); "
-          "install it in the environment that runs the script.") from e
-    optimizer_class.compute_gradients = original
-    _guard.install(on_missing)
+    _install(on_missing, restore)
     return optimizer_class.compute_gradients(self, *args, **kwargs)
 
-  setattr(compute_gradients, "_safetrain_original", original)  # noqa: B010
+  def enter(self):
+    _install(on_missing, restore)
+    return tape_class.__enter__(self)
+
+  setattr(compute_gradients, "_safetrain_original", restore[0][2])  # noqa: B010
+  setattr(enter, "_safetrain_original", restore[1][2])  # noqa: B010
   optimizer_class.compute_gradients = compute_gradients
+  tape_class.__enter__ = enter
 
 
 def fix_slim(unused_module) -> None:
