@@ -26,6 +26,7 @@ import threading
 from typing import (Any, Callable, Dict, Iterator, List, Optional, Sequence,
                     Tuple)
 
+from absl import logging
 import tensorflow as tf
 
 from safetrain import _errors
@@ -193,7 +194,15 @@ def _legacy_terms(wanted: Dict[int, Any]) -> Dict[int, Regularized]:
 
 
 def regularized_variables(variables: Sequence) -> Dict[int, Regularized]:
-  """The regularized variables among ``variables``, keyed by ``id``."""
+  """The regularized variables among ``variables``, keyed by ``id``.
+
+  Only regularizers whose calls can be recorded (instances of a Keras
+  ``Regularizer`` class) are checked: a plain function given as
+  ``kernel_regularizer`` makes its term without a trace the tape could
+  follow, so its variable is left out of the check (and logged once) rather
+  than reported missing while its term may well be in the loss.
+  """
+  patch_regularizers()  # Classes defined since the guard was installed.
   found = {}
   legacy = {}
   for variable in variables:
@@ -204,7 +213,26 @@ def regularized_variables(variables: Sequence) -> Dict[int, Regularized]:
       legacy[id(variable)] = variable
   if legacy:
     found.update(_legacy_terms(legacy))
+  for key, term in list(found.items()):
+    if not is_recordable(term.regularizer):
+      del found[key]
+      _warn_unrecordable(term)
   return found
+
+
+_unrecordable_seen: set = set()
+
+
+def _warn_unrecordable(term: "Regularized") -> None:
+  name = variable_name(term.variable)
+  if name in _unrecordable_seen:
+    return
+  _unrecordable_seen.add(name)
+  logging.warning(
+      "safetrain: the regularizer of %s (%r) is not a Keras Regularizer, so "
+      "TF2 loops cannot see where its term goes; it is not checked. Give a "
+      "keras.regularizers.Regularizer (e.g. L2(...)) to have it checked.",
+      name, term.regularizer)
 
 
 def replica_rule() -> Tuple[float, str]:

@@ -224,6 +224,31 @@ def _name(variable):
   return safetrain._tf2.variable_name(variable)  # pylint: disable=protected-access
 
 
+class UnrecordableRegularizerTest(parameterized.TestCase):
+  """A plain function as kernel_regularizer is not a false 'missing'."""
+
+  @parameterized.product(keras=KERASES, mode=MODES)
+  def test_plain_function_regularizer_is_not_refused(self, keras, mode):
+    _, keras = keras
+    model = keras.Sequential([keras.layers.Dense(
+        2, kernel_regularizer=lambda w: WEIGHT_DECAY * tf.reduce_sum(w * w),
+        input_shape=(3,))])
+    model(tf.zeros((1, 3)))
+    x, y = _batch()
+
+    def step():
+      with safetrain.GradientTape() as tape:
+        loss = _data(model, x, y) + tf.add_n(model.losses)
+      return tape.gradient(loss, model.trainable_variables)
+
+    if mode == "function":
+      step = tf.function(step)
+    with self.assertLogs(level="WARNING") as logs:
+      grads = step()
+    self.assertTrue(all(g is not None for g in grads))
+    self.assertIn("is not a Keras Regularizer", "\n".join(logs.output))
+
+
 class TotalLossFromModelTest(parameterized.TestCase):
 
   @parameterized.product(keras=[k for _, k in KERASES], mode=MODES)
