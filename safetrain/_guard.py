@@ -164,6 +164,16 @@ def _losses_of_update(optimizer, grads_and_vars) -> List[Any]:
   return sorted(losses, key=lambda t: t.name)
 
 
+def _traced_losses(grads_and_vars) -> List[Any]:
+  """Losses of gradients no guarded ``compute_gradients`` recorded."""
+  from safetrain import _trace  # pylint: disable=g-import-not-at-top
+  if tf.executing_eagerly():
+    return []
+  gradients = [_gradient_tensor(g) for g, _ in grads_and_vars if g is not None]
+  return [loss for loss in _trace.losses_of_gradients(gradients)
+          if _checkable(loss)]
+
+
 def _compute(optimizer, compute, loss, var_list, args, kwargs):
   """``compute`` (the original ``compute_gradients``), recorded."""
   if var_list is not None:
@@ -178,7 +188,8 @@ def _apply(optimizer, apply, grads_and_vars, global_step, name,
            on_missing: str, opt_out: str):
   """``apply`` (the original ``apply_gradients``), after judging the update."""
   grads_and_vars = list(grads_and_vars)
-  losses = _losses_of_update(optimizer, grads_and_vars)
+  losses = (_losses_of_update(optimizer, grads_and_vars) or
+            _traced_losses(grads_and_vars))
   if losses:
     caller = f"{type(optimizer).__name__}.apply_gradients"
     variables = [v for g, v in grads_and_vars if g is not None]

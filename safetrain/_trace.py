@@ -35,7 +35,8 @@ import tensorflow as tf
 from safetrain import _errors
 from safetrain import _graph
 
-__all__ = ("TrainOpTrace", "find_train_ops", "trace_train_op")
+__all__ = ("TrainOpTrace", "find_train_ops", "losses_of_gradients",
+           "trace_train_op")
 
 _OPTIMIZER_APPLY = re.compile(r"^(Resource)?(Sparse)?Apply[A-Z]\w*$")
 _GRAD_SCOPE = re.compile(
@@ -113,7 +114,10 @@ def _gradient_prefixes(apply_op) -> List[str]:
   the guard adds) and stops at the first op of each gradient computation:
   one scope per ``tf.gradients`` call whose result reaches the update.
   """
-  starts = [t.op for t in apply_op.inputs[1:]]
+  return _prefixes_reached([t.op for t in apply_op.inputs[1:]])
+
+
+def _prefixes_reached(starts) -> List[str]:
   reached = _graph.ancestor_ops(
       starts, control=False,
       stop=lambda op: _gradient_prefix_of(op) is not None)
@@ -167,6 +171,30 @@ def _float_scalar(op) -> Optional[tf.Tensor]:
   return None
 
 
+def _losses_of_prefixes(graph, prefixes: List[str]) -> List[tf.Tensor]:
+  losses: List[tf.Tensor] = []
+  for prefix in prefixes:
+    loss = _loss_from_seed(graph, prefix)
+    if loss is not None:
+      loss = _peel_check_numerics(loss)
+      if all(loss is not seen for seen in losses):
+        losses.append(loss)
+  return losses
+
+
+def losses_of_gradients(gradients) -> List[tf.Tensor]:
+  """The losses that ``gradients`` (graph tensors) were computed from.
+
+  For gradients made by ``tf.gradients`` directly, which no optimizer's
+  ``compute_gradients`` saw: found as ``trace_train_op`` finds them.
+  """
+  gradients = list(gradients)
+  if not gradients:
+    return []
+  return _losses_of_prefixes(gradients[0].graph,
+                             _prefixes_reached([g.op for g in gradients]))
+
+
 def trace_train_op(train_op) -> TrainOpTrace:
   """Finds the loss(es) and variables of ``train_op`` (a tensor or an op)."""
   op = _as_op(train_op)
@@ -195,13 +223,7 @@ def trace_train_op(train_op) -> TrainOpTrace:
         prefixes.append(prefix)
   # What the apply ops were computed from is the truth: the loss a guard
   # with on_missing="add" augments is not the one slim's train op returns.
-  losses: List[tf.Tensor] = []
-  for prefix in prefixes:
-    loss = _loss_from_seed(graph, prefix)
-    if loss is not None:
-      loss = _peel_check_numerics(loss)
-      if all(loss is not seen for seen in losses):
-        losses.append(loss)
+  losses = _losses_of_prefixes(graph, prefixes)
   if (not losses and op.type == "Identity" and op.control_inputs and
       op.inputs and op.outputs[0].dtype.base_dtype.is_floating):
     losses.append(_peel_check_numerics(op.inputs[0]))  # create_train_op.

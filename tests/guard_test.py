@@ -47,6 +47,13 @@ def _hand_written(loss, opt):
   return opt.apply_gradients(opt.compute_gradients(loss))
 
 
+def _tf_gradients(loss, opt):
+  # No compute_gradients: the guard finds the loss from the gradients, as
+  # the audit does.
+  variables = tf.compat.v1.trainable_variables()
+  return opt.apply_gradients(zip(tf.gradients(loss, variables), variables))
+
+
 def _sync_replicas(loss, opt):
   sync = tf.compat.v1.train.SyncReplicasOptimizer(opt, replicas_to_aggregate=1)
   # Its update goes through accumulators: the applied gradients no longer
@@ -73,6 +80,7 @@ _PATHS = (
     ("minimize", _minimize),
     ("slim_create_train_op", _slim_create_train_op),
     ("hand_written", _hand_written),
+    ("tf_gradients", _tf_gradients),
     ("sync_replicas", _sync_replicas),
 )
 
