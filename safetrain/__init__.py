@@ -35,9 +35,16 @@ from safetrain._errors import NoTrainOpError
 from safetrain._errors import RegularizationError
 from safetrain._errors import ReplicaScalingError
 from safetrain._errors import TooWeakRegularizationError
+from safetrain._errors import UnmatchedExclusionError
 from safetrain._guard import SafeOptimizer
 from safetrain._guard import guard_optimizers
+from safetrain._ledger import Ledger
+from safetrain._ledger import Mechanism
+from safetrain._ledger import Row
+from safetrain._ledger import ledger
 from safetrain._policy import Verdict
+from safetrain._report import Finding
+from safetrain._report import FindingKind
 from safetrain._report import RegularizationReport
 from safetrain._report import RegularizationTerm
 from safetrain._report import Status
@@ -56,9 +63,13 @@ __all__ = (
     "DoubleCountedRegularizationError",
     "EagerModeError",
     "Error",
+    "Finding",
+    "FindingKind",
     "IneffectiveRegularizerError",
     "InvalidArgumentError",
     "InvalidArgumentTypeError",
+    "Ledger",
+    "Mechanism",
     "MissingRegularizationError",
     "MissingRegularizationWarning",
     "NoTrainOpError",
@@ -66,10 +77,12 @@ __all__ = (
     "RegularizationReport",
     "RegularizationTerm",
     "ReplicaScalingError",
+    "Row",
     "SafeOptimizer",
     "Status",
     "TooWeakRegularizationError",
     "TrainOpTrace",
+    "UnmatchedExclusionError",
     "Verdict",
     "assert_counted_once",
     "audit_meta_graph",
@@ -79,6 +92,7 @@ __all__ = (
     "create_train_op_safe",
     "find_train_ops",
     "guard_optimizers",
+    "ledger",
     "replica_total_loss",
     "sum_clone_losses",
     "total_loss_from",
