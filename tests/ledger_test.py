@@ -503,6 +503,34 @@ class CommandLineTest(parameterized.TestCase):
                   out)
 
 
+class TrainerTest(absltest.TestCase):
+  """The example trainer writes the ledger once, to the log and TensorBoard."""
+
+  def test_trainer_writes_the_ledger_at_start(self):
+    from examples import train_image_classifier as trainer  # pylint: disable=g-import-not-at-top
+    train_dir = os.path.join(helpers.make_tempdir(self), "train")
+    config = trainer.TrainConfig(
+        train_dir=train_dir, model_name="lenet", depth_multiplier=0.25,
+        weight_decay=1e-3, batch_size=8, max_number_of_steps=2,
+        log_every_n_steps=1, save_summaries_secs=600, save_interval_secs=600,
+        learning_rate=0.05, optimizer="sgd", seed=0)
+    with self.assertLogs("absl", level="INFO") as logs:
+      trainer.train(config)
+    text = "\n".join(logs.output)
+    self.assertEqual(text.count("Weight-decay ledger:"), 1)
+    self.assertRegex(text, r"LeNet/conv1/weights +5x5x3x8 +kernel +trained +"
+                     r"L2 0\.0005 +0\.99995")
+    self.assertIn("OK: no finding.", text)
+    texts = []
+    for path in tf.io.gfile.glob(os.path.join(train_dir, "events.out.*")):
+      for event in tf.compat.v1.train.summary_iterator(path):
+        texts.extend(tf.make_ndarray(v.tensor).item().decode()
+                     for v in event.summary.value
+                     if v.tag == "weight_decay_ledger/text_summary")
+    self.assertLen(texts, 1)
+    self.assertIn("LeNet/conv1/weights", texts[0])
+
+
 class TextTest(absltest.TestCase):
 
   def test_shorten_keeps_block_index_and_weight_name(self):
