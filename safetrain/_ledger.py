@@ -247,9 +247,16 @@ def _owner(tensor) -> Optional[tf.Operation]:
   return None
 
 
-def _uses(variable_op) -> List[Tuple[tf.Operation, int]]:
-  """(op, input index) of each forward op that takes the variable's value."""
+# Consumer types that can decide a kind (the others are only listed).
+_DECIDING = (frozenset(_KERNEL_INPUTS) | _FUSED_NORMS | _GATHERS |
+             frozenset({"BiasAdd", "Add", "AddV2", "Mul", "Sub"}))
+
+
+def _uses(variable_op) -> Tuple[List[Tuple[tf.Operation, int]], List[str]]:
+  """The forward ops that take the variable's value: (op, input index) of
+  those whose type can decide its kind, and the types of all of them."""
   found = []
+  types = []
   queue = [variable_op]
   seen = set()
   while queue:
@@ -259,15 +266,19 @@ def _uses(variable_op) -> List[Tuple[tf.Operation, int]]:
     seen.add(op)
     for output in op.outputs:
       for consumer in output.consumers():
-        if _GRADIENT_SCOPE.search(consumer.name):
-          continue
-        if consumer.type in _READS:
+        op_type = consumer.type
+        if op_type in _READS:
           queue.append(consumer)
-          continue
-        for index, tensor in enumerate(consumer.inputs):
-          if tensor is output:
-            found.append((consumer, index))
-  return found
+        elif op_type in _DECIDING:
+          if _GRADIENT_SCOPE.search(consumer.name):
+            continue
+          for index, tensor in enumerate(consumer.inputs):
+            if tensor is output:
+              found.append((consumer, index))
+          types.append(op_type)
+        elif not _APPLY_TYPE.match(op_type):
+          types.append(op_type)
+  return found, types
 
 
 def _is_rsqrt_product(op, index: int) -> bool:
@@ -277,7 +288,7 @@ def _is_rsqrt_product(op, index: int) -> bool:
 
 def _classify(variable_op, rank: Optional[int]) -> Tuple[str, str]:
   """(kind, the op type that decided it) from the variable's consumers."""
-  uses = _uses(variable_op)
+  uses, seen_types = _uses(variable_op)
   for op, index in uses:
     allowed = _KERNEL_INPUTS.get(op.type, ())
     if allowed is None or index in (allowed or ()):
@@ -299,7 +310,7 @@ def _classify(variable_op, rank: Optional[int]) -> Tuple[str, str]:
       other = op.inputs[1 - index]
       if other.shape.ndims is not None and other.shape.ndims > 1:
         return BIAS, op.type
-  types = sorted({op.type for op, _ in uses})
+  types = sorted(set(seen_types))
   return OTHER, ", ".join(types[:3]) or "no consumer"
 
 
@@ -318,7 +329,9 @@ def _factors(tensor, variable_op) -> Tuple[Optional[float], Optional[float]]:
   ``_coefficient`` (sums, constant factors, means). (None, None) when the
   term uses the variable any other way, or a coefficient is not shown.
   """
-  walk = _graph.Walk([tensor], differentiable=True)
+  # Data edges only (no gradient registry lookups); an op without a
+  # gradient still passes no coefficient (see _coefficient).
+  walk = _graph.Walk([tensor], differentiable=False)
   atoms: Dict[int, Tuple] = {}
   kinds: List[Tuple[str, float]] = []
   for op in walk.ops:
@@ -350,19 +363,20 @@ def _mechanism(term, variable_op) -> Mechanism:
                    l2=l2, l1=l1, coefficient=term.coefficient)
 
 
-def _apply_ops(train_op) -> Dict[tf.Operation, tf.Operation]:
-  """Variable op -> the apply op of ``train_op`` that updates it."""
+def _apply_ops(variable_ops: Sequence[tf.Operation]
+               ) -> Dict[tf.Operation, tf.Operation]:
+  """Variable op -> the optimizer apply op that updates it.
+
+  An apply op takes the variable itself (its ref, or its resource handle) as
+  its first input, so it is among the variable op's consumers.
+  """
   found: Dict[tf.Operation, tf.Operation] = {}
-  ops = [op for op in _graph.ancestor_ops([train_op], data=False)
-         if _APPLY_TYPE.match(op.type)]
-  if not ops:  # As _trace: control edges first, then data edges too.
-    ops = [op for op in _graph.ancestor_ops([train_op])
-           if _APPLY_TYPE.match(op.type)]
-  for op in ops:
-    if op.inputs:
-      owner = _owner(op.inputs[0])
-      if owner is not None:
-        found.setdefault(owner, op)
+  for variable_op in variable_ops:
+    for output in variable_op.outputs:
+      for consumer in output.consumers():
+        if (_APPLY_TYPE.match(consumer.type) and consumer.inputs and
+            consumer.inputs[0] is output):
+          found.setdefault(variable_op, consumer)
   return found
 
 
@@ -375,7 +389,10 @@ class _Step:
   note: str  # Why the step's decay is not a constant; empty if it may be.
 
 
-def _step_of(apply_op) -> _Step:
+def _step_of(apply_op, constants: Optional[Dict] = None) -> _Step:
+  """The step of one apply op; ``constants`` caches folded learning rates
+  (an optimizer feeds one lr tensor to the apply ops of all its variables).
+  """
   if apply_op is None:
     return _Step("unknown", None, "the optimizer is not known")
   match = _APPLY_TYPE.match(apply_op.type)
@@ -383,7 +400,11 @@ def _step_of(apply_op) -> _Step:
                               (apply_op.type, -1))
   lr = None
   if 0 <= lr_index < len(apply_op.inputs):
-    lr = _coefficient._scalar_constant(apply_op.inputs[lr_index])  # pylint: disable=protected-access
+    rate = apply_op.inputs[lr_index]
+    constants = {} if constants is None else constants
+    if _graph.key(rate) not in constants:
+      constants[_graph.key(rate)] = _coefficient._scalar_constant(rate)  # pylint: disable=protected-access
+    lr = constants[_graph.key(rate)]
   if name != "sgd" or "Sparse" in apply_op.type:
     return _Step(name, lr, f"{STATE_DEPENDENT} ({name})")
   if lr is None:
@@ -488,13 +509,19 @@ def _shape(variable) -> Tuple[Optional[int], ...]:
 
 
 def rows_of_graph(report: _report.RegularizationReport, variables: Sequence,
-                  apply_of: Dict, frozen_by: str) -> List[Row]:
-  """The rows of a v1 update, from its report and its variables."""
+                  apply_of: Dict, frozen_by: str,
+                  step: Optional[_Step] = None) -> List[Row]:
+  """The rows of a v1 update, from its report and its variables.
+
+  Each variable's step is that of its apply op in ``apply_of``, or ``step``
+  for all when given (an optimizer object, no train op yet).
+  """
   terms_of: Dict[str, List] = {}
   for term in report.terms:
     for name in term.variables:
       terms_of.setdefault(name, []).append(term)
   trained = set(report.trained_variables)
+  constants: Dict = {}
   rows = []
   for variable in variables:
     name = variable.op.name
@@ -503,8 +530,8 @@ def rows_of_graph(report: _report.RegularizationReport, variables: Sequence,
     mechanisms = tuple(_mechanism(t, variable.op)
                        for t in terms_of.get(name, ()))
     training = TRAINED if name in trained else FROZEN
-    step = _step_of(apply_of.get(variable.op))
-    decay, note = decay_of(mechanisms, step, training)
+    own = step or _step_of(apply_of.get(variable.op), constants)
+    decay, note = decay_of(mechanisms, own, training)
     rows.append(Row(variable=name, shape=shape, kind=kind, used_by=used_by,
                     training=training,
                     by="" if training == TRAINED else frozen_by,
@@ -514,8 +541,9 @@ def rows_of_graph(report: _report.RegularizationReport, variables: Sequence,
 
 def _optimizer_text(apply_of: Dict) -> str:
   steps = {}
+  constants: Dict = {}
   for op in apply_of.values():
-    step = _step_of(op)
+    step = _step_of(op, constants)
     lr = "lr not constant" if step.learning_rate is None else (
         f"lr {step.learning_rate:g}")
     steps[f"{step.optimizer}, {lr}"] = True
@@ -554,7 +582,7 @@ def ledger_of_train_op(train_op, *, trainable_scopes: Sequence[str] = (),
     owners = _graph.variable_key_ops(_check.all_variables(graph))
     trained = [owners[op] for op in trace.variable_ops if op in owners]
     report = _train.update_report(list(trace.losses), trained)
-  apply_of = _apply_ops(trace.train_op)
+  apply_of = _apply_ops(trace.variable_ops)
   frozen_by = ("trainable_scopes " + ",".join(trainable_scopes)
                if trainable_scopes else "variables_to_train")
   rows = rows_of_graph(report, variables, apply_of, frozen_by)
@@ -573,10 +601,7 @@ def _ledger_of_loss(loss, variables, optimizer) -> Ledger:
   everything = loss.graph.get_collection(
       tf.compat.v1.GraphKeys.TRAINABLE_VARIABLES)
   step = _v1_optimizer_step(optimizer)
-  rows = rows_of_graph(report, everything, {}, "variables_to_train")
-  for i, row in enumerate(rows):
-    decay, note = decay_of(row.mechanisms, step, row.training)
-    rows[i] = dataclasses.replace(row, decay=decay, decay_note=note)
+  rows = rows_of_graph(report, everything, {}, "variables_to_train", step)
   report = dataclasses.replace(report, findings=findings(rows))
   return Ledger(source=f"loss '{loss.name}'", optimizer=step.optimizer,
                 rows=tuple(rows), report=report)
