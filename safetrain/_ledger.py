@@ -363,20 +363,32 @@ def _mechanism(term, variable_op) -> Mechanism:
                    l2=l2, l1=l1, coefficient=term.coefficient)
 
 
-def _apply_ops(variable_ops: Sequence[tf.Operation]
+def _apply_ops(train_op, variable_ops: Sequence[tf.Operation]
                ) -> Dict[tf.Operation, tf.Operation]:
-  """Variable op -> the optimizer apply op that updates it.
+  """Variable op -> the apply op of ``train_op`` that updates it.
 
   An apply op takes the variable itself (its ref, or its resource handle) as
-  its first input, so it is among the variable op's consumers.
+  its first input, so it is among the variable op's consumers. Only where a
+  variable has several (two train ops in one graph) are the train op's
+  ancestors walked to pick its own.
   """
-  found: Dict[tf.Operation, tf.Operation] = {}
+  candidates: Dict[tf.Operation, List[tf.Operation]] = {}
   for variable_op in variable_ops:
     for output in variable_op.outputs:
       for consumer in output.consumers():
         if (_APPLY_TYPE.match(consumer.type) and consumer.inputs and
             consumer.inputs[0] is output):
-          found.setdefault(variable_op, consumer)
+          candidates.setdefault(variable_op, []).append(consumer)
+  mine: Optional[set] = None
+  if any(len(c) > 1 for c in candidates.values()):
+    mine = set(_graph.ancestor_ops([train_op], data=False))
+    if not any(op in mine for c in candidates.values() for op in c):
+      mine = set(_graph.ancestor_ops([train_op]))  # As _trace does.
+  found: Dict[tf.Operation, tf.Operation] = {}
+  for variable_op, ops in candidates.items():
+    own = [op for op in ops if mine is None or op in mine]
+    if own:
+      found[variable_op] = own[0]
   return found
 
 
@@ -582,7 +594,7 @@ def ledger_of_train_op(train_op, *, trainable_scopes: Sequence[str] = (),
     owners = _graph.variable_key_ops(_check.all_variables(graph))
     trained = [owners[op] for op in trace.variable_ops if op in owners]
     report = _train.update_report(list(trace.losses), trained)
-  apply_of = _apply_ops(trace.variable_ops)
+  apply_of = _apply_ops(trace.train_op, trace.variable_ops)
   frozen_by = ("trainable_scopes " + ",".join(trainable_scopes)
                if trainable_scopes else "variables_to_train")
   rows = rows_of_graph(report, variables, apply_of, frozen_by)
