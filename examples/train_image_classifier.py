@@ -349,6 +349,34 @@ def add_summaries(pieces: TrainPieces) -> None:
   tf.compat.v1.summary.scalar("learning_rate", pieces.learning_rate)
 
 
+def ledger_summary(ledger: safetrain.Ledger) -> tf.compat.v1.Summary:
+  """The ledger as a TensorBoard text summary (preformatted markdown)."""
+  text = "\n".join("    " + line for line in ledger.to_text().splitlines())
+  summary = tf.compat.v1.Summary()
+  value = summary.value.add(tag="weight_decay_ledger/text_summary")
+  value.metadata.plugin_data.plugin_name = "text"
+  value.tensor.CopyFrom(tf.compat.v1.make_tensor_proto(text))
+  return summary
+
+
+def write_ledger(pieces: TrainPieces, config: TrainConfig,
+                 is_chief: bool) -> Optional[safetrain.Ledger]:
+  """Writes the weight-decay ledger once, at start: to the log, and (chief)
+  as a TensorBoard text summary in --train_dir."""
+  try:
+    ledger = safetrain.ledger(pieces.train_op,
+                              trainable_scopes=config.trainable_scopes)
+  except safetrain.InvalidArgumentError as e:
+    logging.warning("No weight-decay ledger: %s", e)
+    return None
+  logging.info("Weight-decay ledger:\n%s", ledger.to_text())
+  if is_chief:
+    writer = tf.compat.v1.summary.FileWriterCache.get(config.train_dir)
+    writer.add_summary(ledger_summary(ledger), global_step=0)
+    writer.flush()
+  return ledger
+
+
 # --- Checkpoints --------------------------------------------------------------
 
 
@@ -484,6 +512,7 @@ def train(config: TrainConfig) -> int:
         "losses (on_missing=%s).",
         pieces.report.count(safetrain.Status.INCLUDED),
         len(pieces.report.terms), config.on_missing_regularization)
+    write_ledger(pieces, config, cluster.is_chief)
     add_summaries(pieces)
     init_fn = None if latest else make_init_fn(
         config.checkpoint_path, config.checkpoint_exclude_scopes)

@@ -112,6 +112,24 @@ class Row:
   weights_digest: str  # sha1 of every final trainable weight.
   weights: Dict[str, np.ndarray] = dataclasses.field(
       default=None, compare=False, repr=False)
+  # Per layer (a variable's scope), the L2 factor c of c*sum(w^2) that the
+  # optimized loss applies to its kernels, from safetrain.ledger: 0 where
+  # the terms are left out.
+  applied_decay: Dict[str, float] = dataclasses.field(
+      default_factory=dict, compare=False, repr=False)
+
+
+def applied_decay(ledger: safetrain.Ledger) -> Dict[str, float]:
+  """Per layer, the L2 factor the update actually applies to its kernels."""
+  found: Dict[str, float] = {}
+  for row in ledger.rows:
+    if row.kind != "kernel":
+      continue
+    layer = row.variable.rsplit("/", 1)[0]
+    found[layer] = found.get(layer, 0.0) + sum(
+        (m.l2 or 0.0) * (m.coefficient or 0.0) for m in row.mechanisms
+        if m.acts and m.l2 is not None)
+  return found
 
 
 def _network_fn(config: ExperimentConfig, weight_decay: float,
@@ -222,6 +240,7 @@ def run_one(config: ExperimentConfig, mode: str, weight_decay: float,
       total_loss = safetrain.total_loss_from(cross_entropy)
       train_op = safetrain.create_train_op_safe(
           total_loss, optimizer, global_step=global_step)
+    applied = applied_decay(safetrain.ledger(train_op))
     regularization = tf.compat.v1.losses.get_regularization_losses()
     regularization_loss = (tf.add_n(regularization) if regularization
                            else tf.constant(0.0))
@@ -264,7 +283,7 @@ def run_one(config: ExperimentConfig, mode: str, weight_decay: float,
     digest.update(name.encode())
     digest.update(np.ascontiguousarray(weights[name]).tobytes())
   return Row(mode, weight_decay, train_accuracy, validation_accuracy, l2_norm,
-             reg_value, digest.hexdigest()[:10], weights)
+             reg_value, digest.hexdigest()[:10], weights, applied)
 
 
 def run_experiment(config: ExperimentConfig,
@@ -308,8 +327,28 @@ def describe(config: ExperimentConfig) -> str:
           f"seed {config.seed}")
 
 
+def _plot_applied_decay(axis, rows: Sequence[Row], styles) -> None:
+  """Per layer, the L2 factor each mode applies at the largest decay."""
+  largest = max(row.weight_decay for row in rows)
+  layers: List[str] = []
+  for row in rows:
+    layers.extend(n for n in row.applied_decay if n not in layers)
+  for mode in MODES:
+    found = [r for r in rows if r.mode == mode and r.weight_decay == largest]
+    if found and layers:
+      axis.plot(range(len(layers)),
+                [found[0].applied_decay.get(n, 0.0) for n in layers],
+                **styles[mode])
+  axis.set_xlabel(f"layer (kernels, in graph order; {len(layers)} layers)")
+  axis.set_ylabel("c of c*sum(w^2)")
+  axis.set_title(f"decay applied per layer at weight decay {largest:g} "
+                 "(safetrain.ledger)")
+  axis.grid(alpha=0.3)
+
+
 def plot(rows: Sequence[Row], path: str, title: str = "") -> None:
-  """Four panels against weight decay, one line per mode, as a PNG."""
+  """Four panels against weight decay, one line per mode, and the decay
+  each mode applies per layer (from the ledger), as a PNG."""
   import matplotlib  # pylint: disable=g-import-not-at-top
   matplotlib.use("Agg")
   from matplotlib import pyplot  # pylint: disable=g-import-not-at-top
@@ -318,7 +357,7 @@ def plot(rows: Sequence[Row], path: str, title: str = "") -> None:
             ("l2_norm", "L2 norm of regularized weights"),
             ("regularization_loss", "regularization loss"))
   decays = sorted({row.weight_decay for row in rows})
-  figure, axes = pyplot.subplots(2, 2, figsize=(10, 7))
+  figure, axes = pyplot.subplots(3, 2, figsize=(10, 10.5))
   styles = {"plain": dict(linestyle="--", marker="o", color="tab:red",
                           label="plain tf_slim (seed's code)"),
             "safetrain": dict(linestyle="-", marker="s", color="tab:blue",
@@ -336,6 +375,8 @@ def plot(rows: Sequence[Row], path: str, title: str = "") -> None:
     axis.set_title(label)
     axis.grid(alpha=0.3)
   axes.flat[0].legend()
+  _plot_applied_decay(axes[2, 0], rows, styles)
+  axes[2, 1].axis("off")
   if title:
     figure.suptitle(title, fontsize=10)
   figure.tight_layout()

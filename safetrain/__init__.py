@@ -35,10 +35,17 @@ from safetrain._errors import NoTrainOpError
 from safetrain._errors import RegularizationError
 from safetrain._errors import ReplicaScalingError
 from safetrain._errors import TooWeakRegularizationError
+from safetrain._errors import UnmatchedExclusionError
 from safetrain._guard import SafeOptimizer
 from safetrain._guard import guard_optimizers
 from safetrain._keras_decay import check_weight_decay
+from safetrain._ledger import Ledger
+from safetrain._ledger import Mechanism
+from safetrain._ledger import Row
+from safetrain._ledger import ledger
 from safetrain._policy import Verdict
+from safetrain._report import Finding
+from safetrain._report import FindingKind
 from safetrain._report import RegularizationReport
 from safetrain._report import RegularizationTerm
 from safetrain._report import Status
@@ -58,10 +65,14 @@ __all__ = (
     "DoubleCountedRegularizationError",
     "EagerModeError",
     "Error",
+    "Finding",
+    "FindingKind",
     "GradientTape",
     "IneffectiveRegularizerError",
     "InvalidArgumentError",
     "InvalidArgumentTypeError",
+    "Ledger",
+    "Mechanism",
     "MissingRegularizationError",
     "MissingRegularizationWarning",
     "NoTrainOpError",
@@ -69,10 +80,12 @@ __all__ = (
     "RegularizationReport",
     "RegularizationTerm",
     "ReplicaScalingError",
+    "Row",
     "SafeOptimizer",
     "Status",
     "TooWeakRegularizationError",
     "TrainOpTrace",
+    "UnmatchedExclusionError",
     "Verdict",
     "assert_counted_once",
     "audit_meta_graph",
@@ -83,6 +96,7 @@ __all__ = (
     "create_train_op_safe",
     "find_train_ops",
     "guard_optimizers",
+    "ledger",
     "replica_total_loss",
     "sum_clone_losses",
     "total_loss_from",

@@ -281,6 +281,8 @@ class TrainOpAudit:
       gradients the train op applies), or none when it could not be checked.
     problem: why it could not be checked (no loss or no variable found), or
       None.
+    ledger: with ``per_variable=True``, the per-variable ledger
+      (``safetrain.ledger``); its findings are in the report.
   """
 
   name: str
@@ -288,6 +290,7 @@ class TrainOpAudit:
   variables: Tuple[str, ...]
   reports: Tuple[_report.RegularizationReport, ...]
   problem: Optional[str] = None
+  ledger: Any = None
 
   @property
   def missing(self) -> Tuple[_report.RegularizationTerm, ...]:
@@ -310,6 +313,7 @@ class TrainOpAudit:
         "problem": self.problem,
         "verdicts": [v.value for v in self.verdicts],
         "losses": [r.to_dict() for r in self.reports],
+        **({"ledger": self.ledger.to_dict()} if self.ledger else {}),
     }
 
 
@@ -377,6 +381,8 @@ class AuditResult:
         lines.append(f"  NOT CHECKED: {audit.problem}")
       for report in audit.reports:
         lines.extend("  " + line for line in report.to_text().splitlines())
+      if audit.ledger is not None:
+        lines.append(audit.ledger.to_text())
     problems = [(a, r, _policy.verdicts(r)) for a in self.train_ops
                 for r in a.reports]
     problems = [p for p in problems if p[2]]
@@ -409,7 +415,8 @@ class _OpVariable:
     self.name = op.name + ":0"
 
 
-def _audit_train_op(op, graph, memo: _graph.Memo) -> TrainOpAudit:
+def _audit_train_op(op, graph, memo: _graph.Memo,
+                    per_variable: bool = False) -> TrainOpAudit:
   trace = _trace.trace_train_op(op)
   owners = {o.name: v for o, v in _graph.variable_key_ops(
       _check.all_variables(graph)).items()}
@@ -423,8 +430,13 @@ def _audit_train_op(op, graph, memo: _graph.Memo) -> TrainOpAudit:
                "result and no gradients seed among its inputs).")
   reports = () if problem else (
       _analyze_imported(trace.losses, variables, memo),)
+  ledger = None
+  if per_variable and reports:
+    from safetrain import _ledger  # pylint: disable=g-import-not-at-top
+    ledger = _ledger.ledger_of_train_op(op, report=reports[0])
+    reports = (ledger.report,)  # The same report, with the ledger's findings.
   return TrainOpAudit(name=op.name, op_type=op.type, variables=trace.variables,
-                      reports=reports, problem=problem)
+                      reports=reports, problem=problem, ledger=ledger)
 
 
 class _SavedRegularization:
@@ -478,12 +490,15 @@ def _found(graph) -> Dict[str, Any]:
   }
 
 
-def audit_meta_graph(path: str) -> AuditResult:
+def audit_meta_graph(path: str, *, per_variable: bool = False
+                     ) -> AuditResult:
   """Audits the train ops of a saved MetaGraph for left-out regularization.
 
   Args:
     path: a ``.meta`` file (``model.ckpt-N.meta``, written by slim beside
       each checkpoint) or a training directory (its newest ``.meta``).
+    per_variable: also make each train op's weight-decay ledger
+      (``TrainOpAudit.ledger``); its findings join the verdicts.
 
   Returns:
     An ``AuditResult``: per train op, a ``RegularizationReport`` per loss.
@@ -509,4 +524,5 @@ def audit_meta_graph(path: str) -> AuditResult:
       path=meta_path,
       tensorflow_version=_printable(
           meta_graph_def.meta_info_def.tensorflow_version),
-      train_ops=tuple(_audit_train_op(op, graph, memo) for op in train_ops))
+      train_ops=tuple(_audit_train_op(op, graph, memo, per_variable)
+                      for op in train_ops))

@@ -15,7 +15,8 @@ of this update is wrong" and catches nothing else::
     │   ├── DoubleCountedRegularizationError terms counted more than once
     │   ├── TooWeakRegularizationError       terms counted less than once
     │   │   └── ReplicaScalingError          replica losses not scaled for N
-    │   └── IneffectiveRegularizerError      a regularizer that never acts
+    │   ├── IneffectiveRegularizerError      a regularizer that never acts
+    │   └── UnmatchedExclusionError          an exclusion matching nothing
     ├── InvalidArgumentError (ValueError)    an unusable argument value
     │   └── AuditInputError                  the audited file is unusable
     │       └── NoTrainOpError               ... it holds no train op
@@ -39,6 +40,7 @@ __all__ = (
     "RegularizationError",
     "ReplicaScalingError",
     "TooWeakRegularizationError",
+    "UnmatchedExclusionError",
 )
 
 PREFIX = "[safetrain] "
@@ -155,6 +157,17 @@ class IneffectiveRegularizerError(RegularizationError):
   @property
   def ineffective(self) -> Tuple[Any, ...]:
     return tuple(self.report.ineffective)
+
+
+class UnmatchedExclusionError(RegularizationError):
+  """An exclusion from decay or training matches no variable.
+
+  A decay mask's name (``exclude_from_weight_decay(var_names=[...])``) or a
+  trainable scope that names no variable excludes nothing, so the variables
+  it was meant for are decayed (or trained) like all others. Found by the
+  per-variable ledger (``safetrain.ledger``); the patterns are in
+  ``error.report.findings``.
+  """
 
 
 class MissingRegularizationWarning(UserWarning):

@@ -35,7 +35,7 @@ _ORIGINAL = "_safetrain_original"
 _CHECKED = "_safetrain_decay_checked"
 
 
-def _exclusion_names(optimizer) -> List[str]:
+def exclusion_names(optimizer) -> List[str]:
   """The ``var_names`` given to ``exclude_from_weight_decay``."""
   names = getattr(optimizer, "_exclude_from_weight_decay_names", None)
   if names:  # Keras 2, tf_keras: the list itself.
@@ -52,7 +52,7 @@ def _exclusion_names(optimizer) -> List[str]:
   return parts
 
 
-def _decay_rate(optimizer) -> float:
+def decay_rate(optimizer) -> float:
   rate = getattr(optimizer, "weight_decay", None)
   try:
     return float(rate) if rate is not None else 0.0
@@ -77,29 +77,36 @@ def check_weight_decay(optimizer: Any, variables: Iterable, *,
     The report (None when the optimizer has no weight decay).
 
   Raises:
-    InvalidArgumentError: a name given to ``exclude_from_weight_decay``
-      matches no variable, so it excludes nothing.
+    UnmatchedExclusionError: a name given to ``exclude_from_weight_decay``
+      matches no variable, so it excludes nothing (the one policy's
+      UNMATCHED verdict, as the ledger reports it).
   """
   caller = f"{type(optimizer).__name__}.apply_gradients"
   _args.on_missing(on_missing, caller)
   variables = list(variables)
-  rate = _decay_rate(optimizer)
+  rate = decay_rate(optimizer)
   if not rate or not hasattr(optimizer, "_use_weight_decay"):
     return None
   names = [getattr(v, "name", "") for v in variables]
-  unmatched = [p for p in _exclusion_names(optimizer)
+  unmatched = [p for p in exclusion_names(optimizer)
                if not any(re.search(p, n) for n in names)]
   if unmatched:
     shown = ", ".join(sorted(set(names))[:6])
-    raise _tf2.passed_through(_errors.InvalidArgumentError(
-        f"{caller}: exclude_from_weight_decay(var_names={unmatched!r}) "
-        f"matches none of the {len(variables)} variables this optimizer "
-        f"updates, so it excludes nothing and weight decay applies to all of "
-        f"them. The names are matched with re.search against variable.name "
+    finding = _report.Finding(
+        _report.FindingKind.UNMATCHED, tuple(unmatched),
+        f"exclude_from_weight_decay(var_names={unmatched!r}) matches none of "
+        f"the {len(variables)} variables this optimizer updates, so it "
+        "excludes nothing and weight decay applies to all of them. The names "
+        "are matched with re.search against variable.name "
         f"({shown}{', ...' if len(set(names)) > 6 else ''}). Fix: pass the "
         "variables, optimizer.exclude_from_weight_decay("
         "var_list=model.get_layer('dense_1').trainable_variables), or a "
-        "pattern for those names."))
+        "pattern for those names.")
+    _tf2.act(_tf2.TapeReport(
+        loss_name="decoupled weight decay",
+        loss_description=f"{type(optimizer).__name__}(weight_decay={rate:g})",
+        terms=(), trained_variables=tuple(sorted(set(names))),
+        findings=(finding,)), on_missing, caller)
   regularized = _tf2.regularized_variables(variables)
   terms = []
   for variable in variables:

@@ -62,6 +62,9 @@ class Verdict(enum.Enum):
   the regularization once."""
   INEFFECTIVE = "ineffective"
   """A regularizer is set where it never reaches any loss."""
+  UNMATCHED = "exclusion matches nothing"
+  """An exclusion (a decay mask's name, a trainable scope) matches no
+  variable, so it excludes nothing (the ledger's finding)."""
 
 
 _ERRORS: Dict[Verdict, Type[_errors.RegularizationError]] = {
@@ -70,15 +73,17 @@ _ERRORS: Dict[Verdict, Type[_errors.RegularizationError]] = {
     Verdict.TOO_WEAK: _errors.TooWeakRegularizationError,
     Verdict.MISSCALED: _errors.ReplicaScalingError,
     Verdict.INEFFECTIVE: _errors.IneffectiveRegularizerError,
+    Verdict.UNMATCHED: _errors.UnmatchedExclusionError,
 }
+Finding = _report.FindingKind
 
 
 def verdicts(report: _report.RegularizationReport) -> Tuple[Verdict, ...]:
   """Everything wrong with ``report``, most fundamental first; () if ok."""
   found = []
-  if report.missing:
+  if report.missing or report.found(Finding.ALL_LEFT_OUT):
     found.append(Verdict.MISSING)
-  if report.overcounted:
+  if report.overcounted or report.found(Finding.DECAYED_TWICE):
     found.append(Verdict.DOUBLED)
   if report.replicas > 1:
     if report.misscaled_data or report.undercounted:
@@ -87,6 +92,8 @@ def verdicts(report: _report.RegularizationReport) -> Tuple[Verdict, ...]:
     found.append(Verdict.TOO_WEAK)
   if report.ineffective:
     found.append(Verdict.INEFFECTIVE)
+  if report.found(Finding.UNMATCHED):
+    found.append(Verdict.UNMATCHED)
   return tuple(found)
 
 
@@ -104,14 +111,25 @@ def message(report: _report.RegularizationReport, found: Sequence[Verdict],
   parts = []
   for verdict in found:
     if verdict is Verdict.MISSING:
-      parts.append(report.missing_message(caller, opt_out))
+      if report.missing:
+        parts.append(report.missing_message(caller, opt_out))
+      else:
+        parts.append(report.findings_message(
+            caller, Finding.ALL_LEFT_OUT, opt_out))
     elif verdict is Verdict.DOUBLED:
-      parts.append(report.overcounted_message(
-          caller, opt_out, routes() if routes is not None else ""))
+      if report.overcounted:
+        parts.append(report.overcounted_message(
+            caller, opt_out, routes() if routes is not None else ""))
+      if report.found(Finding.DECAYED_TWICE):
+        parts.append(report.findings_message(
+            caller, Finding.DECAYED_TWICE, opt_out))
     elif verdict is Verdict.TOO_WEAK:
       parts.append(report.undercounted_message(caller, opt_out))
     elif verdict is Verdict.MISSCALED:
       parts.append(report.replica_message(caller, opt_out))
+    elif verdict is Verdict.UNMATCHED:
+      parts.append(report.findings_message(caller, Finding.UNMATCHED,
+                                           opt_out))
     else:
       parts.append(report.ineffective_message(caller, opt_out))
   return "\n\n".join(parts)

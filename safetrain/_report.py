@@ -8,7 +8,8 @@ import dataclasses
 import enum
 from typing import Any, Dict, List, Optional, Tuple
 
-__all__ = ("RegularizationReport", "RegularizationTerm", "Status")
+__all__ = ("Finding", "FindingKind", "RegularizationReport",
+           "RegularizationTerm", "Status")
 
 # How many left-out terms a message lists before "... and N more".
 MESSAGE_LIMIT = 5
@@ -90,6 +91,52 @@ class RegularizationTerm:
     }
 
 
+class FindingKind(enum.Enum):
+  """What the per-variable ledger (``safetrain.ledger``) found."""
+
+  DECAYED_TWICE = "decayed twice"
+  """A variable decayed by two mechanisms (two L2 terms, or an L2 term and
+  the optimizer's decoupled decay): the DOUBLED verdict."""
+  UNMATCHED = "exclusion matches nothing"
+  """An exclusion pattern, scope or mask entry that matches no variable."""
+  ALL_LEFT_OUT = "every term left out"
+  """Regularized variables whose terms are all left out of the loss (the
+  MISSING verdict, seen per variable)."""
+  UNREGULARIZED_KERNEL = "kernel not regularized"
+  """Information: a kernel with no decay while its sibling kernels have it
+  (a forgotten ``arg_scope``?)."""
+  DECAYED_BIAS_OR_NORM = "bias or normalization decayed"
+  """Information: a bias or normalization scale/offset is decayed."""
+
+
+# Findings that are errors (through the policy); the others inform.
+ERROR_FINDINGS = frozenset({FindingKind.DECAYED_TWICE, FindingKind.UNMATCHED,
+                            FindingKind.ALL_LEFT_OUT})
+
+
+@dataclasses.dataclass(frozen=True)
+class Finding:
+  """One thing the ledger found, naming the variables concerned.
+
+  Attributes:
+    kind: a ``FindingKind``.
+    variables: the variables (or, for ``UNMATCHED``, the patterns) named.
+    detail: one line saying what and why.
+  """
+
+  kind: FindingKind
+  variables: Tuple[str, ...]
+  detail: str
+
+  @property
+  def is_error(self) -> bool:
+    return self.kind in ERROR_FINDINGS
+
+  def to_dict(self) -> Dict[str, Any]:
+    return {"kind": self.kind.value, "error": self.is_error,
+            "variables": list(self.variables), "detail": self.detail}
+
+
 # What a message says to opt out, by default (a Python call); the guard under
 # ``safetrain run`` says its own flag instead.
 OPT_OUT = 'pass on_missing="warn"'
@@ -127,6 +174,8 @@ class RegularizationReport:
       that does not enter with 1/N.
     ineffective: regularizers set where they never act (a Keras layer's
       ``kernel_regularizer`` assigned after it was built).
+    findings: what the per-variable ledger found (``safetrain.ledger``);
+      empty for a report no ledger was made of.
   """
 
   loss_name: str
@@ -139,6 +188,11 @@ class RegularizationReport:
   replicas: int = 1
   misscaled_data: Tuple[Tuple[str, float], ...] = ()
   ineffective: Tuple[Any, ...] = ()
+  findings: Tuple[Finding, ...] = ()
+
+  def found(self, kind: FindingKind) -> Tuple[Finding, ...]:
+    """The findings of one kind."""
+    return tuple(f for f in self.findings if f.kind is kind)
 
   @property
   def missing(self) -> Tuple[RegularizationTerm, ...]:
@@ -181,7 +235,8 @@ class RegularizationReport:
   @property
   def ok(self) -> bool:
     return not (self.missing or self.overcounted or self.undercounted or
-                self.misscaled_data or self.ineffective)
+                self.misscaled_data or self.ineffective or
+                any(f.is_error for f in self.findings))
 
   def count(self, status: Status) -> int:
     return sum(1 for t in self.terms if t.status is status)
@@ -201,6 +256,7 @@ class RegularizationReport:
         "misscaled_data": [list(d) for d in self.misscaled_data],
         "ineffective": [str(i) for i in self.ineffective],
         "terms": [t.to_dict() for t in self.terms],
+        "findings": [f.to_dict() for f in self.findings],
     }
 
   def to_text(self) -> str:
@@ -329,6 +385,20 @@ class RegularizationReport:
     return (_keras.ineffective_message(caller, list(self.ineffective)) +
             f"\nTo train without them on purpose, {opt_out}.")
 
+  def findings_message(self, caller: str, kind: FindingKind,
+                       opt_out: str = OPT_OUT) -> str:
+    """The message of a ledger finding's verdict: what, which, why, fix."""
+    found = self.found(kind)
+    lines = [f"{caller}: {_FINDING_WHAT[kind]}"]
+    for finding in found[:MESSAGE_LIMIT]:
+      lines.append(f"  {finding.detail}")
+    if len(found) > MESSAGE_LIMIT:
+      lines.append(f"  ... and {len(found) - MESSAGE_LIMIT} more "
+                   "(see error.report.findings)")
+    lines.append(_FINDING_FIX[kind])
+    lines.append(f"To keep it so on purpose, {opt_out}.")
+    return "\n".join(lines)
+
   def _coefficient_lines(self, terms, field: str) -> List[str]:
     lines = []
     for term in terms[:MESSAGE_LIMIT]:
@@ -338,3 +408,26 @@ class RegularizationReport:
       lines.append(f"  ... and {len(terms) - MESSAGE_LIMIT} more "
                    f"(see error.{field})")
     return lines
+
+
+_FINDING_WHAT = {
+    FindingKind.DECAYED_TWICE: (
+        "some variables are decayed by two mechanisms at once, so their "
+        "weight decay is stronger than either configures."),
+    FindingKind.UNMATCHED: (
+        "an exclusion matches no variable, so it excludes nothing and the "
+        "variables it was meant for are treated like all others."),
+    FindingKind.ALL_LEFT_OUT: (
+        "every regularization term of these variables is left out of the "
+        "loss, so they are not decayed at all."),
+}
+_FINDING_FIX = {
+    FindingKind.DECAYED_TWICE: (
+        "Fix: decay each variable once: drop the regularizer, or exclude the "
+        "variable from the optimizer's decay:\n"
+        "    optimizer.exclude_from_weight_decay(var_list=[...])"),
+    FindingKind.UNMATCHED: (
+        "Fix: match the names the variables have (see the ledger's variable "
+        "column), or pass the variables themselves (var_list=...)."),
+    FindingKind.ALL_LEFT_OUT: _ADVICE[Status.MISSING],
+}

@@ -1,7 +1,7 @@
 r"""safetrain: find regularization that TF1/slim training leaves out.
 
 Usage:
-  safetrain audit PATH [--format=text|json]
+  safetrain audit PATH [--format=text|json] [--per-variable]
   safetrain run [--on_missing=raise|add|warn] -- COMMAND [ARG ...]
 
 safetrain audit PATH
@@ -11,7 +11,10 @@ safetrain audit PATH
   no variable is restored, no code from the file is executed. For each train
   op it lists every regularization loss as included, missing (left out),
   frozen (regularizes only variables the op does not train), blocked (behind
-  a stop-gradient) or unreachable (in another graph).
+  a stop-gradient) or unreachable (in another graph). With --per-variable it
+  adds the weight-decay ledger: one row per trainable variable (its kind, how
+  and how strongly it is decayed, the per-step decay where constant) and its
+  findings (a variable decayed twice is a problem, exit status 1).
 
 safetrain run -- COMMAND [ARG ...]
   Runs an unchanged training command, e.g.
@@ -52,6 +55,9 @@ __all__ = ("main", "run", "run_command")
 _FORMAT = flags.DEFINE_enum(
     "format", "text", ["text", "json"],
     "audit: a readable table (text) or one JSON object (json) on stdout.")
+_PER_VARIABLE = flags.DEFINE_bool(
+    "per-variable", False,
+    "audit: add the weight-decay ledger, one row per trainable variable.")
 _ON_MISSING = flags.DEFINE_enum(
     "on_missing", "raise", list(_args.ON_MISSING_CHOICES),
     "run: what the guard does when an update's regularization is wrong: "
@@ -114,7 +120,8 @@ def _audit_command(args: Sequence[str]) -> int:
   path = args[0]
   as_json = _FORMAT.value == "json"
   try:
-    result = _audit.audit_meta_graph(path)
+    result = _audit.audit_meta_graph(path,
+                                     per_variable=_PER_VARIABLE.value)
   except _audit.AuditInputError as e:
     return _input_error(path, str(e), as_json)
   except Exception as e:  # pylint: disable=broad-except

@@ -62,7 +62,7 @@ class FlagsTest(absltest.TestCase):
     # The check above can fail: the CLI's own flags are registered by module.
     cli_flags = {f.name for f in flags.FLAGS.flags_by_module_dict()[
         "safetrain.cli"]}
-    self.assertEqual(cli_flags, {"format", "on_missing"})
+    self.assertEqual(cli_flags, {"format", "on_missing", "per-variable"})
 
   def test_help_lists_usage_exit_codes_and_flags_under_any_argv0(self):
     # The console script's argv[0] is the script path and its __main__ is

@@ -96,10 +96,12 @@ class DecayTest(parameterized.TestCase):
     optimizer.exclude_from_weight_decay(var_names=["no_such_layer"])
     with safetrain.guard_optimizers():
       e = helpers.assert_error(
-          self, safetrain.InvalidArgumentError,
+          self, safetrain.UnmatchedExclusionError,
           r"var_names=\['no_such_layer'\]\) matches none of the 4 variables",
           _train, model, optimizer, mode)
     self.assertIsInstance(e, ValueError)
+    self.assertIsInstance(e, safetrain.RegularizationError)
+    self.assertEqual(e.verdicts, (safetrain.Verdict.UNMATCHED,))
 
   @parameterized.named_parameters(
       (kname, keras) for kname, keras in KERASES)
@@ -112,7 +114,7 @@ class DecayTest(parameterized.TestCase):
     optimizer.exclude_from_weight_decay(var_names=["body"])
     if _is_keras3(keras):
       helpers.assert_error(
-          self, safetrain.InvalidArgumentError,
+          self, safetrain.UnmatchedExclusionError,
           r"var_names=\['body'\]\) matches none.*\(bias, kernel\)",
           safetrain.check_weight_decay, optimizer,
           model.trainable_variables)

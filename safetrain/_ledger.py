@@ -1,0 +1,685 @@
+"""The weight-decay ledger: per variable, how it is decayed, how strongly, why.
+
+``ledger(...)`` gives one ``Row`` per trainable variable of an update:
+
+* its shape and *kind*, read from the op that consumes the variable's value
+  in the forward pass, never from its name: the filter of ``Conv2D``,
+  ``Conv3D``, ``Conv2DBackpropInput`` or ``DepthwiseConv2dNative``, an operand
+  of ``MatMul``/``BatchMatMul``/``Einsum`` is a *kernel*; the bias of
+  ``BiasAdd``, or a vector added to a larger tensor by ``Add``, a *bias*; the
+  scale and offset of ``FusedBatchNorm*`` (or of ``tf.nn.batch_normalization``
+  written out: a vector times an ``Rsqrt``, a vector minus the centred mean)
+  a *normalization scale* / *offset*; the table of a ``Gather`` or
+  ``ResourceGather`` an *embedding*; anything else *other*. For a Keras
+  model, the layer attribute that holds the variable decides (``kernel``,
+  ``depthwise_kernel``, ``bias``, ``gamma``/``beta`` of a normalization
+  layer, ``embeddings``).
+* every mechanism acting on it: an L2/L1 term with the regularizer's own
+  factor ``c`` as the term's graph shows it (``c * sum(w^2)``; ``L2Loss`` is
+  ``sum(w^2)/2``) and the coefficient with which the optimized loss counts
+  the term (the report's), or a Keras optimizer's decoupled weight decay;
+* trained, frozen (the update does not change it) or excluded (from the
+  optimizer's decay), and by what;
+* the effective per-step decay where the optimizer's math makes it constant:
+  ``1 - lr * 2c`` for plain SGD on ``c * sum(w^2)`` (lr a graph constant, the
+  gradient unscaled), ``1 - lr * wd`` for decoupled decay; otherwise it says
+  why not ("depends on the optimizer state").
+
+Its findings (a variable decayed twice, an exclusion matching nothing, a
+variable whose terms are all left out; as information, a kernel left
+undecayed among decayed siblings, a decayed bias or normalization
+parameter) are part of the update's ``RegularizationReport``, so the one
+policy (``_policy``) judges them with everything else.
+"""
+
+import dataclasses
+import re
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import tensorflow as tf
+
+from safetrain import _args
+from safetrain import _check
+from safetrain import _coefficient
+from safetrain import _errors
+from safetrain import _graph
+from safetrain import _ledger_keras
+from safetrain import _policy
+from safetrain import _report
+from safetrain import _trace
+from safetrain import _train
+
+__all__ = ("Ledger", "Mechanism", "Row", "ledger", "ledger_of_train_op")
+
+KERNEL = "kernel"
+BIAS = "bias"
+SCALE = "normalization scale"
+OFFSET = "normalization offset"
+EMBEDDING = "embedding"
+OTHER = "other"
+KINDS = (KERNEL, BIAS, SCALE, OFFSET, EMBEDDING, OTHER)
+
+TRAINED = "trained"
+FROZEN = "frozen"
+EXCLUDED = "excluded"
+
+STATE_DEPENDENT = "depends on the optimizer state"
+
+# Op type -> the input indices that make a variable a kernel (None: any).
+_KERNEL_INPUTS: Dict[str, Optional[Tuple[int, ...]]] = {
+    "Conv2D": (1,), "Conv3D": (1,), "Conv2DBackpropInput": (1,),
+    "DepthwiseConv2dNative": (1,), "MatMul": None, "BatchMatMul": None,
+    "BatchMatMulV2": None, "BatchMatMulV3": None, "Einsum": None,
+}
+_FUSED_NORMS = frozenset({"FusedBatchNorm", "FusedBatchNormV2",
+                          "FusedBatchNormV3"})
+_GATHERS = frozenset({"Gather", "GatherV2", "ResourceGather"})
+# Ops a variable's value passes through unchanged on its way to a consumer.
+_READS = frozenset({"Identity", "ReadVariableOp", "Enter", "Switch",
+                    "RefIdentity", "RefEnter", "RefSwitch", "Cast"})
+_VARIABLE_OPS = frozenset({"VarHandleOp", "VariableV2", "Variable"})
+_GRADIENT_SCOPE = re.compile(r"(^|/)gradients(_\d+)?/")
+# Apply op type -> (optimizer, index of its learning rate input).
+_APPLY = {
+    "GradientDescent": ("sgd", 1), "Momentum": ("momentum", 2),
+    "KerasMomentum": ("momentum", 2), "Adam": ("adam", 5),
+    "AdamWithAmsgrad": ("adam", 6), "RMSProp": ("rmsprop", 3),
+    "CenteredRMSProp": ("rmsprop", 4), "Adagrad": ("adagrad", 2),
+    "AdagradV2": ("adagrad", 2), "Adadelta": ("adadelta", 3),
+    "Ftrl": ("ftrl", 4), "FtrlV2": ("ftrl", 4), "AdaMax": ("adamax", 5),
+    "ProximalGradientDescent": ("proximal sgd", 1),
+}
+_APPLY_TYPE = re.compile(r"^(?:Resource)?(?:Sparse)?Apply(\w+)$")
+
+
+@dataclasses.dataclass(frozen=True)
+class Mechanism:
+  """One way a variable is regularized.
+
+  Attributes:
+    kind: ``"L2"``, ``"L1"``, ``"L1L2"``, ``"decoupled"`` or ``"other"`` (a
+      term whose form the graph does not show as ``c*sum(w^2)``/``c*sum|w|``).
+    source: the term's tensor name, or the optimizer with its decay rate.
+    status: the term's ``Status`` value (``included``, ``missing``, ...);
+      ``"applied"`` for decoupled decay, ``"declared"`` for a Keras model's
+      regularizer (no loss to look into).
+    l2: ``c`` of ``c * sum(w^2)``, as the term's graph (or the Keras
+      regularizer) shows it; None if none or not shown.
+    l1: ``c`` of ``c * sum(|w|)``, likewise.
+    coefficient: how often the optimized loss counts the term (the
+      report's); None when not read.
+    rate: the decoupled decay rate ``wd``.
+  """
+
+  kind: str
+  source: str
+  status: str
+  l2: Optional[float] = None
+  l1: Optional[float] = None
+  coefficient: Optional[float] = None
+  rate: Optional[float] = None
+
+  @property
+  def acts(self) -> bool:
+    """Whether it changes the variable during training."""
+    return self.status in ("included", "applied", "declared")
+
+  @property
+  def shrinks(self) -> bool:
+    """Whether it acts and decays ``w`` in proportion to ``w`` (L2-like)."""
+    return self.acts and (self.kind in ("L2", "L1L2", "decoupled"))
+
+  def describe(self) -> str:
+    if self.kind == "decoupled":
+      return f"decoupled wd={self.rate:g}"
+    parts = []
+    if self.l2 is not None:
+      parts.append(f"{self.l2:g}*sum(w^2)")
+    if self.l1 is not None:
+      parts.append(f"{self.l1:g}*sum|w|")
+    form = " + ".join(parts) or "other term"
+    times = ("" if self.coefficient is None or self.coefficient == 1.0 else
+             f" x{self.coefficient:g}")
+    state = "" if self.status == "included" else f" ({self.status})"
+    return f"{form}{times}{state}"
+
+  def to_dict(self) -> Dict[str, Any]:
+    return dataclasses.asdict(self)
+
+
+@dataclasses.dataclass(frozen=True)
+class Row:
+  """One trainable variable in the ledger.
+
+  Attributes:
+    variable: its name (``conv1/weights``).
+    shape: its shape (None for unknown dimensions).
+    kind: one of ``KINDS``.
+    used_by: what decided the kind: the consuming op type (``Conv2D``) or
+      the Keras layer and attribute (``Dense.kernel``).
+    training: ``trained``, ``frozen`` or ``excluded`` (from decay).
+    by: what froze or excluded it; empty when trained.
+    mechanisms: every regularization acting on it.
+    decay: the effective per-step factor on ``w`` where it is constant.
+    decay_note: the formula behind ``decay``, or why there is none.
+  """
+
+  variable: str
+  shape: Tuple[Optional[int], ...]
+  kind: str
+  used_by: str
+  training: str
+  by: str
+  mechanisms: Tuple[Mechanism, ...]
+  decay: Optional[float]
+  decay_note: str
+
+  @property
+  def decayed(self) -> bool:
+    return self.training != FROZEN and any(
+        m.acts and m.kind != "other" for m in self.mechanisms)
+
+  def to_dict(self) -> Dict[str, Any]:
+    result = dataclasses.asdict(self)
+    result["shape"] = list(self.shape)
+    result["mechanisms"] = [m.to_dict() for m in self.mechanisms]
+    result["decayed"] = self.decayed
+    return result
+
+
+@dataclasses.dataclass(frozen=True)
+class Ledger:
+  """The ledger of one update.
+
+  Attributes:
+    source: what it is of (a train op's name, a Keras model's).
+    optimizer: the optimizer as far as known, e.g. ``"sgd, lr 0.1"``.
+    rows: one ``Row`` per trainable variable, in graph order.
+    report: the update's ``RegularizationReport``, with the findings.
+  """
+
+  source: str
+  optimizer: str
+  rows: Tuple[Row, ...]
+  report: _report.RegularizationReport
+
+  @property
+  def findings(self) -> Tuple[_report.Finding, ...]:
+    return self.report.findings
+
+  @property
+  def verdicts(self) -> Tuple[_policy.Verdict, ...]:
+    return _policy.verdicts(self.report)
+
+  @property
+  def exit_code(self) -> int:
+    return _policy.exit_code(self.report)
+
+  def to_dict(self) -> Dict[str, Any]:
+    return {
+        "source": self.source,
+        "optimizer": self.optimizer,
+        "ok": not self.verdicts,
+        "verdicts": [v.value for v in self.verdicts],
+        "decayed": sum(r.decayed for r in self.rows),
+        "rows": [r.to_dict() for r in self.rows],
+        "findings": [f.to_dict() for f in self.findings],
+    }
+
+  def to_text(self, width: int = 100) -> str:
+    from safetrain import _ledger_text  # pylint: disable=g-import-not-at-top
+    return _ledger_text.render(self, width)
+
+
+# --- Reading a v1 graph. --------------------------------------------------
+
+
+def _owner(tensor) -> Optional[tf.Operation]:
+  op = tensor.op
+  seen = set()
+  while op not in seen:
+    seen.add(op)
+    if op.type in _VARIABLE_OPS:
+      return op
+    if op.type not in _READS or not op.inputs:
+      return None
+    op = op.inputs[0].op
+  return None
+
+
+# Consumer types that can decide a kind (the others are only listed).
+_DECIDING = (frozenset(_KERNEL_INPUTS) | _FUSED_NORMS | _GATHERS |
+             frozenset({"BiasAdd", "Add", "AddV2", "Mul", "Sub"}))
+
+
+def _uses(variable_op) -> Tuple[List[Tuple[tf.Operation, int]], List[str]]:
+  """The forward ops that take the variable's value: (op, input index) of
+  those whose type can decide its kind, and the types of all of them."""
+  found = []
+  types = []
+  queue = [variable_op]
+  seen = set()
+  while queue:
+    op = queue.pop()
+    if op in seen:
+      continue
+    seen.add(op)
+    for output in op.outputs:
+      for consumer in output.consumers():
+        op_type = consumer.type
+        if op_type in _READS:
+          queue.append(consumer)
+        elif op_type in _DECIDING:
+          if _GRADIENT_SCOPE.search(consumer.name):
+            continue
+          for index, tensor in enumerate(consumer.inputs):
+            if tensor is output:
+              found.append((consumer, index))
+          types.append(op_type)
+        elif not _APPLY_TYPE.match(op_type):
+          types.append(op_type)
+  return found, types
+
+
+def _is_rsqrt_product(op, index: int) -> bool:
+  other = op.inputs[1 - index].op if len(op.inputs) == 2 else None
+  return other is not None and other.type == "Rsqrt"
+
+
+def _classify(variable_op, rank: Optional[int]) -> Tuple[str, str]:
+  """(kind, the op type that decided it) from the variable's consumers."""
+  uses, seen_types = _uses(variable_op)
+  for op, index in uses:
+    allowed = _KERNEL_INPUTS.get(op.type, ())
+    if allowed is None or index in (allowed or ()):
+      return KERNEL, op.type
+  for op, index in uses:
+    if op.type in _GATHERS and index == 0:
+      return EMBEDDING, op.type
+  for op, index in uses:
+    if op.type in _FUSED_NORMS and index in (1, 2):
+      return (SCALE if index == 1 else OFFSET), op.type
+    if rank == 1 and op.type == "Mul" and _is_rsqrt_product(op, index):
+      return SCALE, "Mul by Rsqrt (batch_normalization)"
+    if rank == 1 and op.type == "Sub" and index == 0:
+      return OFFSET, "Sub (batch_normalization)"
+  for op, index in uses:
+    if op.type == "BiasAdd" and index == 1:
+      return BIAS, op.type
+    if op.type in ("Add", "AddV2") and rank == 1:
+      other = op.inputs[1 - index]
+      if other.shape.ndims is not None and other.shape.ndims > 1:
+        return BIAS, op.type
+  types = sorted(set(seen_types))
+  return OTHER, ", ".join(types[:3]) or "no consumer"
+
+
+def _term_tensor(term) -> tf.Tensor:
+  master = getattr(term, "_master_tensor", None)
+  if master is not None:
+    return master
+  return term.op.outputs[term.value_index]
+
+
+def _factors(tensor, variable_op) -> Tuple[Optional[float], Optional[float]]:
+  """(l2, l1): ``tensor == l2*sum(w^2) + l1*sum|w|`` as its graph shows it.
+
+  The atoms are ``L2Loss(w)`` (``sum(w^2)/2``), ``Square(w)`` and ``Abs(w)``
+  of the variable's value; their coefficients in ``tensor`` are read with
+  ``_coefficient`` (sums, constant factors, means). (None, None) when the
+  term uses the variable any other way, or a coefficient is not shown.
+  """
+  # Data edges only (no gradient registry lookups); an op without a
+  # gradient still passes no coefficient (see _coefficient).
+  walk = _graph.Walk([tensor], differentiable=False)
+  atoms: Dict[int, Tuple] = {}
+  kinds: List[Tuple[str, float]] = []
+  for op in walk.ops:
+    for index, value in enumerate(op.inputs):
+      if _owner(value) is not variable_op or op.type in _READS:
+        continue
+      if op.type not in ("L2Loss", "Square", "Abs") or index != 0:
+        return None, None  # The term uses w another way (activity, ...).
+      atoms[len(kinds)] = (_graph.key(op.outputs[0]),)
+      kinds.append(("l1", 1.0) if op.type == "Abs" else
+                   ("l2", 0.5 if op.type == "L2Loss" else 1.0))
+  if not atoms:
+    return None, None
+  found = _coefficient.coefficients(tensor, atoms, walk)
+  totals: Dict[str, float] = {}
+  for ident, (name, unit) in enumerate(kinds):
+    value = found.get(ident)
+    if value is None:
+      return None, None
+    totals[name] = totals.get(name, 0.0) + value * unit
+  return totals.get("l2"), totals.get("l1")
+
+
+def _mechanism(term, variable_op) -> Mechanism:
+  l2, l1 = _factors(_term_tensor(term.tensor), variable_op)
+  kind = ("L1L2" if l2 is not None and l1 is not None else
+          "L2" if l2 is not None else "L1" if l1 is not None else "other")
+  return Mechanism(kind=kind, source=term.name, status=term.status.value,
+                   l2=l2, l1=l1, coefficient=term.coefficient)
+
+
+def _apply_ops(train_op, variable_ops: Sequence[tf.Operation]
+               ) -> Dict[tf.Operation, tf.Operation]:
+  """Variable op -> the apply op of ``train_op`` that updates it.
+
+  An apply op takes the variable itself (its ref, or its resource handle) as
+  its first input, so it is among the variable op's consumers. Only where a
+  variable has several (two train ops in one graph) are the train op's
+  ancestors walked to pick its own.
+  """
+  candidates: Dict[tf.Operation, List[tf.Operation]] = {}
+  for variable_op in variable_ops:
+    for output in variable_op.outputs:
+      for consumer in output.consumers():
+        if (_APPLY_TYPE.match(consumer.type) and consumer.inputs and
+            consumer.inputs[0] is output):
+          candidates.setdefault(variable_op, []).append(consumer)
+  mine: Optional[set] = None
+  if any(len(c) > 1 for c in candidates.values()):
+    mine = set(_graph.ancestor_ops([train_op], data=False))
+    if not any(op in mine for c in candidates.values() for op in c):
+      mine = set(_graph.ancestor_ops([train_op]))  # As _trace does.
+  found: Dict[tf.Operation, tf.Operation] = {}
+  for variable_op, ops in candidates.items():
+    own = [op for op in ops if mine is None or op in mine]
+    if own:
+      found[variable_op] = own[0]
+  return found
+
+
+@dataclasses.dataclass(frozen=True)
+class _Step:
+  """What the update does to one variable: the optimizer and its lr."""
+
+  optimizer: str
+  learning_rate: Optional[float]
+  note: str  # Why the step's decay is not a constant; empty if it may be.
+
+
+def _step_of(apply_op, constants: Optional[Dict] = None) -> _Step:
+  """The step of one apply op; ``constants`` caches folded learning rates
+  (an optimizer feeds one lr tensor to the apply ops of all its variables).
+  """
+  if apply_op is None:
+    return _Step("unknown", None, "the optimizer is not known")
+  match = _APPLY_TYPE.match(apply_op.type)
+  name, lr_index = _APPLY.get(match.group(1) if match else "",
+                              (apply_op.type, -1))
+  lr = None
+  if 0 <= lr_index < len(apply_op.inputs):
+    rate = apply_op.inputs[lr_index]
+    constants = {} if constants is None else constants
+    if _graph.key(rate) not in constants:
+      constants[_graph.key(rate)] = _coefficient._scalar_constant(rate)  # pylint: disable=protected-access
+    lr = constants[_graph.key(rate)]
+  if name != "sgd" or "Sparse" in apply_op.type:
+    return _Step(name, lr, f"{STATE_DEPENDENT} ({name})")
+  if lr is None:
+    return _Step(name, None, "lr is not a constant in the graph")
+  delta = apply_op.inputs[2]
+  if not _GRADIENT_SCOPE.search(delta.op.name):
+    return _Step(name, lr, "the gradient is transformed before the update "
+                 "(clipping, a multiplier or a sum of clones)")
+  return _Step(name, lr, "")
+
+
+def decay_of(mechanisms: Sequence[Mechanism], step: _Step,
+             training: str) -> Tuple[Optional[float], str]:
+  """The per-step factor on ``w`` and its formula, or why there is none."""
+  if training == FROZEN:
+    return None, "not trained"
+  acting = [m for m in mechanisms if m.acts and m.kind != "other"]
+  if not acting:
+    return (1.0, "no decay") if not any(
+        m.acts for m in mechanisms) else (None, "a term of unknown form")
+  if any(m.kind in ("L1", "L1L2") for m in acting):
+    return None, "L1 moves w toward 0 by lr*c each step, not a factor"
+  lr = step.learning_rate
+  decoupled_only = all(m.kind == "decoupled" for m in acting)
+  if lr is None or (step.note and not decoupled_only):
+    # Decoupled decay alone is 1 - lr*wd whatever the optimizer.
+    return None, step.note or "lr is not known"
+  rate = 0.0
+  formula = []
+  condition = ""
+  for m in acting:
+    if m.kind == "decoupled":
+      rate += lr * (m.rate or 0.0)
+      formula.append("lr*wd")
+    else:
+      k = m.coefficient
+      if k is None and m.status == "declared":
+        k, condition = 1.0, " (if the loss adds model.losses once)"
+      if m.l2 is None or k is None:
+        return None, "the term's coefficient in the loss is not shown"
+      rate += lr * 2 * m.l2 * k
+      formula.append("lr*2c" + ("" if k == 1 else "*k"))
+  return 1.0 - rate, "1 - " + " - ".join(formula) + condition
+
+
+# --- Findings. --------------------------------------------------------------
+
+
+def findings(rows: Sequence[Row], unmatched: Sequence[Tuple[str, str]] = (),
+             report: Optional[_report.RegularizationReport] = None
+             ) -> Tuple[_report.Finding, ...]:
+  """What the rows show, errors first; ``unmatched``: (pattern, where)."""
+  kind = _report.FindingKind
+  found = []
+  for row in rows:
+    shrinking = [m for m in row.mechanisms if m.shrinks]
+    if row.training != FROZEN and len(shrinking) > 1:
+      found.append(_report.Finding(kind.DECAYED_TWICE, (row.variable,), (
+          f"{row.variable}: " + " and ".join(m.describe() for m in shrinking)
+          + f" (per step {row.decay_note})")))
+  for pattern, where in unmatched:
+    found.append(_report.Finding(kind.UNMATCHED, (pattern,), (
+        f"{where} {pattern!r} matches none of the {len(rows)} variables")))
+  left_out = [r.variable for r in rows if r.training != FROZEN and
+              r.mechanisms and all(m.status == "missing" or
+                                   m.status == "blocked"
+                                   for m in r.mechanisms)]
+  if left_out:
+    found.append(_report.Finding(kind.ALL_LEFT_OUT, tuple(left_out), (
+        f"{len(left_out)} regularized variables are not decayed: "
+        f"{_names(left_out)}")))
+  for depthwise in (False, True):
+    kernels = [r for r in rows if r.kind == KERNEL and r.training != FROZEN
+               and ("Depthwise" in r.used_by) == depthwise]
+    plain = [r.variable for r in kernels if not r.decayed]
+    if plain and len(plain) < len(kernels):
+      found.append(_report.Finding(kind.UNREGULARIZED_KERNEL, tuple(plain), (
+          f"{len(plain)} of {len(kernels)} "
+          f"{'depthwise ' if depthwise else ''}kernels are not decayed while "
+          f"the others are (a forgotten arg_scope?): {_names(plain)}")))
+  decayed = [r.variable for r in rows
+             if r.kind in (BIAS, SCALE, OFFSET) and r.decayed]
+  if decayed:
+    found.append(_report.Finding(kind.DECAYED_BIAS_OR_NORM, tuple(decayed), (
+        f"{len(decayed)} biases or normalization parameters are decayed: "
+        f"{_names(decayed)}")))
+  del report
+  return tuple(found)
+
+
+def _names(names: Sequence[str]) -> str:
+  shown = ", ".join(names[:3])
+  return shown + (f", ... ({len(names)} in all)" if len(names) > 3 else "")
+
+
+def _shape(variable) -> Tuple[Optional[int], ...]:
+  shape = getattr(variable, "shape", None)
+  try:
+    return tuple(None if d is None else int(d) for d in tf.TensorShape(shape))
+  except (TypeError, ValueError):
+    return ()
+
+
+def rows_of_graph(report: _report.RegularizationReport, variables: Sequence,
+                  apply_of: Dict, frozen_by: str,
+                  step: Optional[_Step] = None) -> List[Row]:
+  """The rows of a v1 update, from its report and its variables.
+
+  Each variable's step is that of its apply op in ``apply_of``, or ``step``
+  for all when given (an optimizer object, no train op yet).
+  """
+  terms_of: Dict[str, List] = {}
+  for term in report.terms:
+    for name in term.variables:
+      terms_of.setdefault(name, []).append(term)
+  trained = set(report.trained_variables)
+  constants: Dict = {}
+  rows = []
+  for variable in variables:
+    name = variable.op.name
+    shape = _shape(variable)
+    kind, used_by = _classify(variable.op, len(shape) if shape else None)
+    mechanisms = tuple(_mechanism(t, variable.op)
+                       for t in terms_of.get(name, ()))
+    training = TRAINED if name in trained else FROZEN
+    own = step or _step_of(apply_of.get(variable.op), constants)
+    decay, note = decay_of(mechanisms, own, training)
+    rows.append(Row(variable=name, shape=shape, kind=kind, used_by=used_by,
+                    training=training,
+                    by="" if training == TRAINED else frozen_by,
+                    mechanisms=mechanisms, decay=decay, decay_note=note))
+  return rows
+
+
+def _optimizer_text(apply_of: Dict) -> str:
+  steps = {}
+  constants: Dict = {}
+  for op in apply_of.values():
+    step = _step_of(op, constants)
+    lr = "lr not constant" if step.learning_rate is None else (
+        f"lr {step.learning_rate:g}")
+    steps[f"{step.optimizer}, {lr}"] = True
+  return "; ".join(steps) or "unknown"
+
+
+def _unmatched_scopes(scopes: Sequence[str], variables: Sequence
+                      ) -> List[Tuple[str, str]]:
+  names = [v.op.name for v in variables]
+  return [(s, "trainable scope") for s in scopes
+          if not any(_check.in_scope(n, s.strip()) for n in names)]
+
+
+def ledger_of_train_op(train_op, *, trainable_scopes: Sequence[str] = (),
+                       report: Optional[_report.RegularizationReport] = None
+                       ) -> Ledger:
+  """The ledger of a built v1 train op (traced as ``_trace`` does).
+
+  Args:
+    train_op: the op or tensor ``create_train_op``/``minimize`` returned.
+    trainable_scopes: the scopes that selected the trained variables (the
+      trainer's ``--trainable_scopes``), to name what froze the rest and to
+      report a scope that matches no variable.
+    report: the update's report if already made (the audit's); by default
+      the one ``create_train_op_safe`` makes.
+  """
+  trace = _trace.trace_train_op(train_op)
+  graph = trace.train_op.graph
+  if not trace.losses:
+    raise _errors.InvalidArgumentError(
+        f"ledger: could not find the loss that {trace.train_op.name} "
+        "minimizes; pass the loss and variables: "
+        "safetrain.ledger(loss, variables).")
+  variables = graph.get_collection(tf.compat.v1.GraphKeys.TRAINABLE_VARIABLES)
+  if report is None:
+    owners = _graph.variable_key_ops(_check.all_variables(graph))
+    trained = [owners[op] for op in trace.variable_ops if op in owners]
+    report = _train.update_report(list(trace.losses), trained)
+  apply_of = _apply_ops(trace.train_op, trace.variable_ops)
+  frozen_by = ("trainable_scopes " + ",".join(trainable_scopes)
+               if trainable_scopes else "variables_to_train")
+  rows = rows_of_graph(report, variables, apply_of, frozen_by)
+  unmatched = _unmatched_scopes(trainable_scopes, variables)
+  report = dataclasses.replace(report, findings=findings(rows, unmatched))
+  return Ledger(source=f"train op '{trace.train_op.name}'",
+                optimizer=_optimizer_text(apply_of), rows=tuple(rows),
+                report=report)
+
+
+def _ledger_of_loss(loss, variables, optimizer) -> Ledger:
+  caller = "ledger"
+  loss = _args.graph_loss(loss, caller, "loss")
+  trained = _args.trained_variables(variables, loss.graph, caller)
+  report = _train.update_report([loss], trained)
+  everything = loss.graph.get_collection(
+      tf.compat.v1.GraphKeys.TRAINABLE_VARIABLES)
+  step = _v1_optimizer_step(optimizer)
+  rows = rows_of_graph(report, everything, {}, "variables_to_train", step)
+  report = dataclasses.replace(report, findings=findings(rows))
+  return Ledger(source=f"loss '{loss.name}'", optimizer=step.optimizer,
+                rows=tuple(rows), report=report)
+
+
+def _v1_optimizer_step(optimizer) -> _Step:
+  """The step of a ``tf.compat.v1.train`` optimizer object, if given."""
+  if optimizer is None:
+    return _Step("unknown", None, "the optimizer is not known")
+  lr = getattr(optimizer, "_learning_rate", None)
+  lr = lr if isinstance(lr, (int, float)) else None
+  if type(optimizer) is tf.compat.v1.train.GradientDescentOptimizer:  # noqa: E721
+    return _Step(f"sgd, lr {lr:g}" if lr is not None else "sgd", lr,
+                 "" if lr is not None else "lr is not a Python number")
+  name = type(optimizer).__name__
+  return _Step(name, lr, f"{STATE_DEPENDENT} ({name})")
+
+
+def ledger(target: Any, variables: Optional[Sequence] = None, *,
+           optimizer: Any = None, trainable_scopes: Sequence[str] = (),
+           on_missing: Optional[str] = None) -> Ledger:
+  """The weight-decay ledger of an update: one row per trainable variable.
+
+  Args:
+    target: a v1 train op (what ``create_train_op`` or ``minimize``
+      returned), a v1 loss tensor (then pass ``variables`` if not all
+      trainable variables are trained, and ``optimizer`` to get the
+      per-step decay), or a Keras model (TF2; pass its ``optimizer`` unless
+      it is compiled). For a saved MetaGraph use ``audit_ledgers``.
+    variables: with a loss, the variables the update trains.
+    optimizer: with a loss, its ``tf.compat.v1.train`` optimizer; with a
+      Keras model, its Keras optimizer.
+    trainable_scopes: with a train op, the scopes that chose the trained
+      variables (see ``ledger_of_train_op``).
+    on_missing: None only reports; ``"raise"`` or ``"warn"`` act on the
+      findings through the one policy, as everywhere.
+
+  Returns:
+    A ``Ledger``: ``rows``, ``findings``, ``to_text()``, ``to_dict()``.
+
+  Raises:
+    RegularizationError: with ``on_missing="raise"``, the subclass of the
+      first verdict (``DoubleCountedRegularizationError`` for a variable
+      decayed twice, ``UnmatchedExclusionError``, ...).
+  """
+  caller = "ledger"
+  if on_missing is not None:
+    _args.on_missing(on_missing, caller)
+    if on_missing == "add":
+      raise _errors.InvalidArgumentError(
+          "ledger: on_missing='add' cannot change an update that is already "
+          "built; pass 'raise' or 'warn', or add the terms when building it "
+          "(create_train_op_safe(..., on_missing='add')).")
+  if _ledger_keras.is_keras_model(target):
+    result = _ledger_keras.ledger_of_model(target, optimizer)
+  else:
+    _args.require_graph_mode(caller)
+    if isinstance(target, tf.Operation) or (
+        isinstance(target, tf.Tensor) and not
+        target.dtype.base_dtype.is_floating):
+      result = ledger_of_train_op(target, trainable_scopes=trainable_scopes)
+    elif isinstance(target, tf.Tensor) and target.op.type == "Identity" and (
+        target.op.control_inputs and variables is None and optimizer is None):
+      result = ledger_of_train_op(target, trainable_scopes=trainable_scopes)
+    else:
+      result = _ledger_of_loss(target, variables, optimizer)
+  if on_missing is not None:
+    _policy.apply(result.report, on_missing, caller)
+  return result
