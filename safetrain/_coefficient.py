@@ -69,10 +69,7 @@ def _scalar_constant(tensor, depth: int = _FOLD_DEPTH) -> Optional[float]:
   op = tensor.op
   op_type = op.type
   if op_type == "Const":
-    array = np.asarray(_make_ndarray(op))
-    if array.size != 1 or array.dtype.kind not in "biuf":
-      return None
-    return float(array.reshape(()))
+    return _const_value(op)
   inputs = list(op.inputs)
   if op_type in ("Identity", "Cast", "Reshape", "Squeeze", "ExpandDims",
                  "Snapshot") and inputs:
@@ -102,9 +99,28 @@ def _scalar_constant(tensor, depth: int = _FOLD_DEPTH) -> Optional[float]:
   return left + right
 
 
-def _make_ndarray(op):
+# TensorProto fields that hold a scalar's value as a Python number.
+_SCALAR_FIELDS = ("float_val", "double_val", "int_val", "int64_val")
+
+
+def _const_value(op) -> Optional[float]:
+  """The value of a one-element numeric constant, or None.
+
+  A scalar written in one of ``_SCALAR_FIELDS`` is read from there (most
+  constants; parsing the whole tensor costs far more); anything else goes
+  through ``tf.make_ndarray``.
+  """
+  proto = op.get_attr("value")
+  if not proto.tensor_shape.dim and not proto.tensor_content:
+    for field in _SCALAR_FIELDS:
+      values = getattr(proto, field)
+      if len(values) == 1:
+        return float(values[0])
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  return tf.make_ndarray(op.get_attr("value"))
+  array = np.asarray(tf.make_ndarray(proto))
+  if array.size != 1 or array.dtype.kind not in "biuf":
+    return None
+  return float(array.reshape(()))
 
 
 def _broadcast_copies(tensor, output) -> Optional[float]:

@@ -270,8 +270,9 @@ def _uses(variable_op) -> Tuple[List[Tuple[tf.Operation, int]], List[str]]:
         if op_type in _READS:
           queue.append(consumer)
         elif op_type in _DECIDING:
-          if _GRADIENT_SCOPE.search(consumer.name):
-            continue
+          name = consumer.name
+          if "gradients" in name and _GRADIENT_SCOPE.search(name):
+            continue  # The backward pass uses the value too; not a kind.
           for index, tensor in enumerate(consumer.inputs):
             if tensor is output:
               found.append((consumer, index))
@@ -321,6 +322,33 @@ def _term_tensor(term) -> tf.Tensor:
   return term.op.outputs[term.value_index]
 
 
+def _direct_factors(tensor, variable_op
+                    ) -> Optional[Tuple[Optional[float], Optional[float]]]:
+  """``_factors`` of the shapes regularizers build, read without a walk.
+
+  ``c * L2Loss(w)`` (slim's ``l2_regularizer``), ``c * sum(square(w))``
+  (Keras ``L2``) and ``c * sum(abs(w))`` (``L1``), ``c`` a scalar constant
+  expression; None for anything else, which ``_factors`` reads in full.
+  """
+  op = tensor.op
+  if op.type != "Mul" or len(op.inputs) != 2:
+    return None
+  for const_index in (0, 1):
+    c = _coefficient._scalar_constant(op.inputs[const_index])  # pylint: disable=protected-access
+    if c is None:
+      continue
+    inner = op.inputs[1 - const_index].op
+    if inner.type == "L2Loss" and _owner(inner.inputs[0]) is variable_op:
+      return 0.5 * c, None
+    if (inner.type == "Sum" and inner.outputs[0].shape.ndims == 0 and
+        inner.inputs[0].op.type in ("Square", "Abs")):
+      atom = inner.inputs[0].op
+      if _owner(atom.inputs[0]) is variable_op:
+        return (c, None) if atom.type == "Square" else (None, c)
+    return None
+  return None
+
+
 def _factors(tensor, variable_op) -> Tuple[Optional[float], Optional[float]]:
   """(l2, l1): ``tensor == l2*sum(w^2) + l1*sum|w|`` as its graph shows it.
 
@@ -329,6 +357,9 @@ def _factors(tensor, variable_op) -> Tuple[Optional[float], Optional[float]]:
   ``_coefficient`` (sums, constant factors, means). (None, None) when the
   term uses the variable any other way, or a coefficient is not shown.
   """
+  direct = _direct_factors(tensor, variable_op)
+  if direct is not None:
+    return direct
   # Data edges only (no gradient registry lookups); an op without a
   # gradient still passes no coefficient (see _coefficient).
   walk = _graph.Walk([tensor], differentiable=False)
