@@ -19,7 +19,9 @@ Usage:
       [--regularization_policy=raise|add|warn]
 
 ``--strategy=mirrored`` trains on 2 logical CPU devices (MirroredStrategy);
-``--batch_size`` is the global batch. Progress and ETA go to stderr (tqdm),
+``--batch_size`` is each replica's batch, as it is each clone's in the
+trainer (and in TF-Slim's): a step reads batch_size x replicas images.
+Progress and ETA go to stderr (tqdm),
 TensorBoard scalars (data, regularization and total loss) and checkpoints
 (``tf.train.CheckpointManager``) to ``--train_dir``; a restarted run resumes
 from the last checkpoint, also after SIGKILL. Exit status: 0 trained,
@@ -40,14 +42,16 @@ if __package__ in (None, ""):  # Run as a script: make `examples` importable.
       __file__))))
 
 # pylint: disable=g-import-not-at-top
-from examples import common_flags
+from examples import data_flags
+from examples import model_flags
+from examples import training_flags
 from examples import datasets
 
-# --train_dir, --batch_size (global) and --learning_rate are the trainers'
-# shared flags (examples/common_flags.py).
-_TRAIN_DIR = common_flags.TRAIN_DIR
-_BATCH_SIZE = common_flags.BATCH_SIZE
-_LEARNING_RATE = common_flags.LEARNING_RATE
+# --train_dir, --batch_size (per replica) and --learning_rate are the trainers'
+# shared flags (examples/data_flags.py, model_flags.py, training_flags.py).
+_TRAIN_DIR = data_flags.TRAIN_DIR
+_BATCH_SIZE = model_flags.BATCH_SIZE
+_LEARNING_RATE = training_flags.LEARNING_RATE
 _STEPS = flags.DEFINE_integer("steps", 300, "Total training steps.",
                               lower_bound=1)
 _WEIGHT_DECAY = flags.DEFINE_float("kernel_l2", 1e-3,
@@ -150,6 +154,8 @@ def train(train_dir: str, *, steps: int, batch_size: int,
   """Trains to ``steps``, resuming from ``train_dir``; returns the last losses.
 
   ``images``/``labels`` replace the digits (tests pass tiny arrays).
+  ``batch_size`` is each replica's; the global batch is that times the
+  strategy's replicas.
   """
   import tensorflow as tf
   import tqdm
@@ -157,9 +163,11 @@ def train(train_dir: str, *, steps: int, batch_size: int,
   if images is None:
     images, labels = datasets.load_digits_split("train")
   images = (np.asarray(images, np.float32)[..., None] / 16.0)
+  global_batch = batch_size * strategy.num_replicas_in_sync
   dataset = tf.data.Dataset.from_tensor_slices(
       (images, np.asarray(labels, np.int64))).shuffle(
-          len(labels), seed=0).repeat().batch(batch_size, drop_remainder=True)
+          len(labels), seed=0).repeat().batch(global_batch,
+                                              drop_remainder=True)
   with strategy.scope():
     model = build_model(weight_decay)
     optimizer = tf.keras.optimizers.SGD(learning_rate)
@@ -173,7 +181,7 @@ def train(train_dir: str, *, steps: int, batch_size: int,
                  manager.latest_checkpoint)
   start = int(step_var.numpy())
   step = make_step(model, optimizer, strategy, loop=loop,
-                   on_missing=on_missing, global_batch=batch_size)
+                   on_missing=on_missing, global_batch=global_batch)
   writer = tf.summary.create_file_writer(os.path.join(train_dir, "train"))
   batches = iter(strategy.experimental_distribute_dataset(dataset))
   data = regularization = total = float("nan")
