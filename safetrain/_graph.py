@@ -26,8 +26,11 @@ __all__ = (
     "TensorKey",
     "Memo",
     "Walk",
+    "READ_OPS",
+    "VARIABLE_OPS",
     "ancestor_ops",
     "descendant_ops",
+    "variable_op_of",
     "captured_outer_tensors",
     "carries_gradient",
     "is_lazy_tensor",
@@ -230,6 +233,34 @@ def descendant_ops(ops: Iterable[tf.Operation], graph) -> Set[tf.Operation]:
         found.add(child)
         queue.append(child)
   return found
+
+
+# Ops that own a variable's storage, and ops that pass its value (or its
+# handle) on unchanged: what lies between a variable and its use.
+VARIABLE_OPS: FrozenSet[str] = frozenset({"VarHandleOp", "VariableV2",
+                                          "Variable", "_VarHandlesOp"})
+READ_OPS: FrozenSet[str] = frozenset({
+    "Identity", "ReadVariableOp", "Enter", "Switch", "RefIdentity",
+    "RefEnter", "RefSwitch"})
+
+
+def variable_op_of(tensor, through: FrozenSet[str] = READ_OPS
+                   ) -> Optional[tf.Operation]:
+  """The variable op whose storage ``tensor`` reads, through ``through`` ops.
+
+  None when anything else lies between. A chain of reads ends, so the walk
+  needs no limit: each op is seen once.
+  """
+  op = tensor.op
+  seen = set()
+  while op not in seen:
+    seen.add(op)
+    if op.type in VARIABLE_OPS:
+      return op
+    if op.type not in through or not op.inputs:
+      return None
+    op = op.inputs[0].op
+  return None
 
 
 def variable_key_ops(variables: Iterable) -> Dict[tf.Operation, Any]:

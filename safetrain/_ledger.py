@@ -75,9 +75,8 @@ _FUSED_NORMS = frozenset({"FusedBatchNorm", "FusedBatchNormV2",
                           "FusedBatchNormV3"})
 _GATHERS = frozenset({"Gather", "GatherV2", "ResourceGather"})
 # Ops a variable's value passes through unchanged on its way to a consumer.
-_READS = frozenset({"Identity", "ReadVariableOp", "Enter", "Switch",
-                    "RefIdentity", "RefEnter", "RefSwitch", "Cast"})
-_VARIABLE_OPS = frozenset({"VarHandleOp", "VariableV2", "Variable"})
+# (Casts too: a bfloat16 model reads its float32 variables through one.)
+_READS = _graph.READ_OPS | {"Cast"}
 _GRADIENT_SCOPE = re.compile(r"(^|/)gradients(_\d+)?/")
 # Apply op type -> (optimizer, index of its learning rate input).
 _APPLY = {
@@ -235,16 +234,7 @@ class Ledger:
 
 
 def _owner(tensor) -> Optional[tf.Operation]:
-  op = tensor.op
-  seen = set()
-  while op not in seen:
-    seen.add(op)
-    if op.type in _VARIABLE_OPS:
-      return op
-    if op.type not in _READS or not op.inputs:
-      return None
-    op = op.inputs[0].op
-  return None
+  return _graph.variable_op_of(tensor, _READS)
 
 
 # Consumer types that can decide a kind (the others are only listed).

@@ -43,10 +43,6 @@ _GRAD_SCOPE = re.compile(
     r"^(?P<prefix>(?:.*/)?gradients(?:_\d+)?)/(?P<fwd>.+?)_grad/")
 _SEED = re.compile(
     r"^(?P<prefix>(?:.*/)?gradients(?:_\d+)?)/(grad_ys_\d+|Fill)$")
-_VARIABLE_OPS = frozenset({"VarHandleOp", "VariableV2", "Variable",
-                           "_VarHandlesOp"})
-_THROUGH = frozenset({"Identity", "Enter", "Switch", "RefIdentity",
-                      "RefEnter", "RefSwitch", "ReadVariableOp"})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -85,20 +81,6 @@ def _peel_check_numerics(tensor) -> tf.Tensor:
   while tensor.op.type == "CheckNumerics" and tensor.op.inputs:
     tensor = tensor.op.inputs[0]
   return tensor
-
-
-def _owner(tensor) -> Optional[tf.Operation]:
-  """The variable op whose storage ``tensor`` reads, through identities."""
-  op = tensor.op
-  seen = set()
-  while op not in seen:  # A chain of reads ends at the variable, or not.
-    seen.add(op)
-    if op.type in _VARIABLE_OPS:
-      return op
-    if op.type not in _THROUGH or not op.inputs:
-      return None
-    op = op.inputs[0].op
-  return None
 
 
 def _gradient_prefix_of(op) -> Optional[str]:
@@ -215,7 +197,8 @@ def trace_train_op(train_op) -> TrainOpTrace:
   owners: Dict[str, tf.Operation] = {}
   prefixes: List[str] = []
   for apply_op in apply_ops:
-    owner = _owner(apply_op.inputs[0]) if apply_op.inputs else None
+    owner = (_graph.variable_op_of(apply_op.inputs[0]) if apply_op.inputs
+             else None)
     if owner is not None:
       owners.setdefault(owner.name, owner)
     for prefix in _gradient_prefixes(apply_op):

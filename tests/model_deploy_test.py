@@ -21,39 +21,20 @@ from absl.testing import absltest
 from absl.testing import parameterized
 import numpy as np
 import tensorflow as tf
-import tf_slim
 
 import safetrain
 import safetrain.slim as safe_slim
 from safetrain import _train
 
+import deploy_test
 import helpers
 
-BATCH = 8
-WEIGHT_DECAY = 0.1
-LEARNING_RATE = 0.5
+# The model, data and constants of the in-graph clone tests.
+BATCH = deploy_test.BATCH
+LEARNING_RATE = deploy_test.LEARNING_RATE
+_data = deploy_test._data  # pylint: disable=protected-access
+_model = deploy_test._model  # pylint: disable=protected-access
 _FIRST, _EVERY, _NONE = "first", "every", "none"
-
-
-def _data():
-  rng = np.random.RandomState(0)
-  images = rng.rand(BATCH, 6, 6, 1).astype(np.float32)
-  labels = np.arange(BATCH) % helpers.NUM_CLASSES
-  return images, labels
-
-
-def _model(images, labels):
-  """A small slim CNN with L2 regularizers and deterministic weights."""
-  with tf_slim.arg_scope(
-      [tf_slim.conv2d, tf_slim.fully_connected],
-      weights_regularizer=tf_slim.l2_regularizer(WEIGHT_DECAY),
-      weights_initializer=tf.compat.v1.glorot_uniform_initializer(seed=1)):
-    net = tf_slim.conv2d(tf.constant(images), 3, [3, 3], scope="conv1")
-    net = tf_slim.flatten(net)
-    logits = tf_slim.fully_connected(net, helpers.NUM_CLASSES,
-                                     activation_fn=None, scope="logits")
-  return tf.compat.v1.losses.sparse_softmax_cross_entropy(
-      tf.constant(labels), logits)
 
 
 def _deploy(num_clones: int, regularization: str):

@@ -93,13 +93,14 @@ class VerdictEqualityTest(parameterized.TestCase):
     found = {}
     with tf.Graph().as_default():
       loss, variables = build()
+      # The API and the drop-in check before they build anything.
+      found["create_train_op_safe"] = _verdicts_of(
+          lambda: safetrain.create_train_op_safe(
+              loss, _sgd(), variables_to_train=variables))
+      found["safetrain.slim"] = _verdicts_of(
+          lambda: slim.learning.create_train_op(
+              loss, _sgd(), variables_to_train=variables))
       if build.__name__ in _NO_TRAIN_OP:
-        found["create_train_op_safe"] = _verdicts_of(
-            lambda: safetrain.create_train_op_safe(
-                loss, _sgd(), variables_to_train=variables))
-        found["safetrain.slim"] = _verdicts_of(
-            lambda: slim.learning.create_train_op(
-                loss, _sgd(), variables_to_train=variables))
         with self.assertRaises(LookupError):
           tf_slim.learning.create_train_op(loss, _sgd())
         return found, safetrain.check_regularization(loss, variables)
@@ -114,12 +115,6 @@ class VerdictEqualityTest(parameterized.TestCase):
         found["audit"] = _UNIMPORTABLE
       found["slim.learning.train"] = _verdicts_of(
           lambda: _train.check_train_op(plain, "raise", "train"))
-      found["create_train_op_safe"] = _verdicts_of(
-          lambda: safetrain.create_train_op_safe(
-              loss, _sgd(), variables_to_train=variables))
-      found["safetrain.slim"] = _verdicts_of(
-          lambda: slim.learning.create_train_op(
-              loss, _sgd(), variables_to_train=variables))
 
       def guarded():
         with safetrain.guard_optimizers():
