@@ -53,10 +53,37 @@ _SCENARIOS = textwrap.dedent("""
           value = sess.run(size)
       return "ok" if value >= 7371556 else "too small: %d" % value
 
+    def covariance(metric):
+      # Two batches: the first all padding (weight 0), the second weighted.
+      x = np.array([[9., -9., 9.], [1., 2., 4.]], np.float32)
+      y = np.array([[-9., 9., 9.], [2., 1., 5.]], np.float32)
+      w = np.array([[0., 0., 0.], [1., 2., 1.]], np.float32)
+      cov = np.cov(x[1], y[1], fweights=w[1].astype(int))
+      expected = {"covariance": cov[0, 1],
+                  "pearson": cov[0, 1] / np.sqrt(cov[0, 0] * cov[1, 1])}
+      with tf.Graph().as_default():
+        xs, ys, ws = (tf.compat.v1.placeholder(tf.float32, [3])
+                      for _ in range(3))
+        value, update = getattr(slim.metrics, {
+            "covariance": "streaming_covariance",
+            "pearson": "streaming_pearson_correlation"}[metric])(
+                xs, ys, weights=ws)
+        with tf.compat.v1.Session() as sess:
+          sess.run(tf.compat.v1.local_variables_initializer())
+          for batch in range(2):
+            sess.run(update, {xs: x[batch], ys: y[batch], ws: w[batch]})
+          result = sess.run(value)
+      if np.isclose(result, expected[metric], rtol=1e-5):
+        return "ok"
+      return "nan" if np.isnan(result) else "wrong: %r" % result
+
     name = sys.argv[2]
     try:
       outcome = {"assign_partitioned": assign_partitioned,
-                 "concat_size": concat_size}[name]()
+                 "concat_size": concat_size,
+                 "covariance_zero_weights": lambda: covariance("covariance"),
+                 "pearson_zero_weights": lambda: covariance("pearson"),
+                 }[name]()
     except Exception as e:
       outcome = type(e).__name__
     print("RESULT", outcome)
@@ -82,6 +109,12 @@ class TfSlimBugsTest(parameterized.TestCase):
        "IndexError"),
       # float32 logarithms round the capacity below the size required.
       ("streaming_concat_large_size", "concat_size", "too small: 7371555"),
+      # 0/0 in the comoment merge while the weights seen sum to zero: NaN
+      # for every later batch (upstream's testMultiUpdateWithErrorAndWeights).
+      ("streaming_covariance_zero_weight_batch", "covariance_zero_weights",
+       "nan"),
+      ("streaming_pearson_correlation_zero_weight_batch",
+       "pearson_zero_weights", "nan"),
   )
   def test_fixed_by_safetrain(self, scenario, failure_without):
     self.assertEqual(_run(False, scenario), failure_without)
