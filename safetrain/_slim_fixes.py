@@ -117,12 +117,14 @@ def _streaming_covariance(predictions, labels, weights=None,
 
     if weights is None:
       batch_count = tf.cast(tf.size(labels), tf.float32)
-      weighted = lambda values: values
     else:
       weights = metric_ops.weights_broadcast_ops.broadcast_weights(
           weights, labels)
       batch_count = tf.reduce_sum(weights)
-      weighted = lambda values: values * weights
+
+    def weighted(values):
+      return values if weights is None else values * weights
+
     new_count = count.assign_add(batch_count)
     prev_count = new_count - batch_count
 
