@@ -63,7 +63,9 @@ def _make_assign_from_checkpoint(original):
             var.dtype.base_dtype, var.get_shape(),
             name="placeholder/" + var.op.name)
         assigns.append(var.assign(placeholder))
-        feed_dict[placeholder] = value[_sliced_index(var)]
+        # A name may map to partitions and a whole variable alike.
+        is_part = var._save_slice_info  # pylint: disable=protected-access
+        feed_dict[placeholder] = value[_sliced_index(var)] if is_part else value
     return tf.group(*assigns), feed_dict
 
   assign_from_checkpoint.__doc__ = original.__doc__
