@@ -63,7 +63,9 @@ def _make_assign_from_checkpoint(original):
             var.dtype.base_dtype, var.get_shape(),
             name="placeholder/" + var.op.name)
         assigns.append(var.assign(placeholder))
-        feed_dict[placeholder] = value[_sliced_index(var)]
+        # A name may map to partitions and a whole variable alike.
+        is_part = var._save_slice_info  # pylint: disable=protected-access
+        feed_dict[placeholder] = value[_sliced_index(var)] if is_part else value
     return tf.group(*assigns), feed_dict
 
   assign_from_checkpoint.__doc__ = original.__doc__
@@ -84,6 +86,81 @@ def _next_array_size(required_size, growth_factor=1.5):
   return tf.cast(tf.math.ceil(growth ** exponent), tf.int32)
 
 
+def _streaming_covariance(predictions, labels, weights=None,
+                          metrics_collections=None, updates_collections=None,
+                          name=None):
+  """tf_slim's ``streaming_covariance``, with no NaN from a zero total weight.
+
+  tf_slim 1.1.0 merges each batch's comoment into the running one with the
+  term ``n_A * n_B / n_AB``, divided plainly. While the weights seen so far
+  sum to zero (a first batch that is all padding, weights ``0``), that is
+  ``0 / 0``: the comoment becomes NaN and stays NaN for every later batch,
+  so the covariance (and ``streaming_pearson_correlation``) never recovers.
+  Upstream's ``testMultiUpdateWithErrorAndWeights`` fails on it. Here that
+  division is ``div_no_nan``, as the means' already are; the variables,
+  their names and all other arithmetic are tf_slim's documented ones
+  (https://en.wikipedia.org/wiki/Algorithms_for_calculating_variance):
+  ``C_AB = C_A + C_B + (E[x_A] - E[x_B]) (E[y_A] - E[y_B]) n_A n_B / n_AB``.
+  tf_slim's own helpers (``metric_ops.metrics_impl``) make the variables,
+  so they are metric variables exactly as tf_slim's are.
+  """
+  metric_ops = importlib.import_module("tf_slim.metrics.metric_ops")
+  impl = metric_ops.metrics_impl
+  with tf.compat.v1.variable_scope(name, "covariance",
+                                   (predictions, labels, weights)):
+    predictions, labels, weights = impl._remove_squeezable_dimensions(  # pylint: disable=protected-access
+        predictions, labels, weights)
+    predictions.get_shape().assert_is_compatible_with(labels.get_shape())
+    count = impl.metric_variable([], tf.float32, name="count")
+    mean_prediction = impl.metric_variable([], tf.float32,
+                                           name="mean_prediction")
+    mean_label = impl.metric_variable([], tf.float32, name="mean_label")
+    comoment = impl.metric_variable([], tf.float32, name="comoment")
+
+    if weights is None:
+      batch_count = tf.cast(tf.size(labels), tf.float32)
+    else:
+      weights = metric_ops.weights_broadcast_ops.broadcast_weights(
+          weights, labels)
+      batch_count = tf.reduce_sum(weights)
+
+    def weighted(values):
+      return values if weights is None else values * weights
+
+    new_count = count.assign_add(batch_count)
+    prev_count = new_count - batch_count
+
+    def merged_mean(mean, values):
+      """Moves ``mean`` to the new count; returns (old mean, batch mean)."""
+      batch_mean = tf.math.divide_no_nan(tf.reduce_sum(weighted(values)),
+                                         batch_count)
+      delta = tf.math.divide_no_nan((batch_mean - mean) * batch_count,
+                                    new_count)
+      return mean.assign_add(delta) - delta, batch_mean
+
+    prev_mean_x, batch_mean_x = merged_mean(mean_prediction, predictions)
+    prev_mean_y, batch_mean_y = merged_mean(mean_label, labels)
+    batch_comoment = tf.reduce_sum(
+        weighted((predictions - batch_mean_x) * (labels - batch_mean_y)))
+    delta_comoment = batch_comoment + (
+        (prev_mean_x - batch_mean_x) * (prev_mean_y - batch_mean_y) *
+        tf.math.divide_no_nan(prev_count * batch_count, new_count))
+    update_comoment = comoment.assign_add(delta_comoment)
+
+    def covariance(op_name):
+      return tf.where(tf.less_equal(count, 1.), float("nan"),
+                      tf.truediv(comoment, count - 1), name=op_name)
+
+    value = covariance("covariance")
+    with tf.control_dependencies([update_comoment]):
+      update_op = covariance("update_op")
+  if metrics_collections:
+    tf.compat.v1.add_to_collections(metrics_collections, value)
+  if updates_collections:
+    tf.compat.v1.add_to_collections(updates_collections, update_op)
+  return value, update_op
+
+
 def _replace(module_names, attr, replacement):
   for module_name in module_names:
     module = sys.modules.get(module_name) or importlib.import_module(
@@ -101,3 +178,6 @@ def install() -> None:
              fixed)
   _replace(("tf_slim.metrics.metric_ops",), "_next_array_size",
            _next_array_size)
+  # streaming_pearson_correlation calls it through metric_ops' globals.
+  _replace(("tf_slim.metrics.metric_ops", "tf_slim.metrics"),
+           "streaming_covariance", _streaming_covariance)

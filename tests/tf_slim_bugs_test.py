@@ -26,7 +26,7 @@ _SCENARIOS = textwrap.dedent("""
           name, shape=[6, 2], initializer=tf.compat.v1.zeros_initializer(),
           partitioner=tf.compat.v1.fixed_size_partitioner(3))
 
-    def assign_partitioned():
+    def assign_partitioned(with_whole=False):
       directory = tempfile.mkdtemp()
       values = np.arange(12, dtype=np.float32).reshape(6, 2)
       with tf.Graph().as_default():
@@ -39,11 +39,16 @@ _SCENARIOS = textwrap.dedent("""
               sess, os.path.join(directory, "model"))
       with tf.Graph().as_default():
         w = partitioned("w")
-        op, feed = slim.assign_from_checkpoint(path, list(w))
+        # One checkpoint name for the partitions and a whole variable too.
+        whole = [tf.compat.v1.get_variable("whole", shape=[6, 2])]
+        var_list = {"w": list(w) + whole} if with_whole else list(w)
+        op, feed = slim.assign_from_checkpoint(path, var_list)
         with tf.compat.v1.Session() as sess:
           sess.run(tf.compat.v1.global_variables_initializer())
           sess.run(op, feed)
           restored = np.concatenate(sess.run(list(w)))
+          if with_whole and not np.array_equal(sess.run(whole[0]), values):
+            return "wrong whole"
       return "ok" if np.array_equal(restored, values) else "wrong values"
 
     def concat_size():
@@ -53,10 +58,39 @@ _SCENARIOS = textwrap.dedent("""
           value = sess.run(size)
       return "ok" if value >= 7371556 else "too small: %d" % value
 
+    def covariance(metric):
+      # Two batches: the first all padding (weight 0), the second weighted.
+      x = np.array([[9., -9., 9.], [1., 2., 4.]], np.float32)
+      y = np.array([[-9., 9., 9.], [2., 1., 5.]], np.float32)
+      w = np.array([[0., 0., 0.], [1., 2., 1.]], np.float32)
+      cov = np.cov(x[1], y[1], fweights=w[1].astype(int))
+      expected = {"covariance": cov[0, 1],
+                  "pearson": cov[0, 1] / np.sqrt(cov[0, 0] * cov[1, 1])}
+      with tf.Graph().as_default():
+        xs, ys, ws = (tf.compat.v1.placeholder(tf.float32, [3])
+                      for _ in range(3))
+        value, update = getattr(slim.metrics, {
+            "covariance": "streaming_covariance",
+            "pearson": "streaming_pearson_correlation"}[metric])(
+                xs, ys, weights=ws)
+        with tf.compat.v1.Session() as sess:
+          sess.run(tf.compat.v1.local_variables_initializer())
+          for batch in range(2):
+            sess.run(update, {xs: x[batch], ys: y[batch], ws: w[batch]})
+          result = sess.run(value)
+      if np.isclose(result, expected[metric], rtol=1e-5):
+        return "ok"
+      return "nan" if np.isnan(result) else "wrong: %r" % result
+
     name = sys.argv[2]
     try:
       outcome = {"assign_partitioned": assign_partitioned,
-                 "concat_size": concat_size}[name]()
+                 "assign_partitioned_and_whole":
+                     lambda: assign_partitioned(with_whole=True),
+                 "concat_size": concat_size,
+                 "covariance_zero_weights": lambda: covariance("covariance"),
+                 "pearson_zero_weights": lambda: covariance("pearson"),
+                 }[name]()
     except Exception as e:
       outcome = type(e).__name__
     print("RESULT", outcome)
@@ -81,7 +115,17 @@ class TfSlimBugsTest(parameterized.TestCase):
       ("assign_from_checkpoint_partitioned", "assign_partitioned",
        "IndexError"),
       # float32 logarithms round the capacity below the size required.
+      # The same, with a whole variable under the partitions' name too
+      # (upstream's testLoadPartitionedVariables after 1.1.0).
+      ("assign_from_checkpoint_partitioned_and_whole",
+       "assign_partitioned_and_whole", "IndexError"),
       ("streaming_concat_large_size", "concat_size", "too small: 7371555"),
+      # 0/0 in the comoment merge while the weights seen sum to zero: NaN
+      # for every later batch (upstream's testMultiUpdateWithErrorAndWeights).
+      ("streaming_covariance_zero_weight_batch", "covariance_zero_weights",
+       "nan"),
+      ("streaming_pearson_correlation_zero_weight_batch",
+       "pearson_zero_weights", "nan"),
   )
   def test_fixed_by_safetrain(self, scenario, failure_without):
     self.assertEqual(_run(False, scenario), failure_without)
