@@ -19,9 +19,11 @@ LANE ?= tf$(TF)-py$(PY)
 VENV ?= .venv
 PYTEST_ARGS ?=
 # pyenv (as on this project's machines) finds python3.X only for the versions
-# it is told to use: offer it every installed one. Harmless without pyenv.
-export PYENV_VERSION ?= $(shell pyenv versions --bare 2>/dev/null | \
-	grep -E '^3\.[0-9]+\.[0-9]+$$' | tr '\n' ':' | sed 's/:$$//')
+# it is told to use: offer it the default one first (so `python3` stays what
+# it was), then every installed 3.10 and later. Harmless without pyenv.
+export PYENV_VERSION ?= $(shell (pyenv version-name; pyenv versions --bare) \
+	2>/dev/null | grep -E '^3\.1[0-9]+\.[0-9]+$$' | awk '!seen[$$0]++' | \
+	tr '\n' ':' | sed 's/:$$//')
 PYTHON ?= python$(PY)
 # The library's own tests: not the slow subprocess and cluster tests, nor the
 # example programs'.
