@@ -336,9 +336,12 @@ def _plot_applied_decay(axis, rows: Sequence[Row], styles) -> None:
   for mode in MODES:
     found = [r for r in rows if r.mode == mode and r.weight_decay == largest]
     if found and layers:
+      # Points, not a line: neighbouring layers are unrelated (MobileNet's
+      # depthwise kernels, undecayed, sit between decayed convolutions).
+      style = dict(styles[mode], linestyle="none")
       axis.plot(range(len(layers)),
                 [found[0].applied_decay.get(n, 0.0) for n in layers],
-                **styles[mode])
+                **style)
   axis.set_xlabel(f"layer (kernels, in graph order; {len(layers)} layers)")
   axis.set_ylabel("c of c*sum(w^2)")
   axis.set_title(f"decay applied per layer at weight decay {largest:g} "
