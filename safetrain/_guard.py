@@ -133,7 +133,20 @@ def _checkable(loss) -> bool:
   return True
 
 
+def _users_loss(loss):
+  """The loss the user built, under the identities wrappers add.
+
+  slim's ``create_train_op`` differentiates ``CheckNumerics`` of an
+  ``Identity`` that waits for the update ops; both pass values and
+  gradients unchanged, so messages name the tensor beneath.
+  """
+  while loss.op.type in ("Identity", "CheckNumerics") and loss.op.inputs:
+    loss = loss.op.inputs[0]
+  return loss
+
+
 def _record(optimizer, loss, grads_and_vars) -> None:
+  loss = _users_loss(loss)
   records = _records_of(loss.graph)
   for gradient, _ in grads_and_vars:
     if gradient is not None:

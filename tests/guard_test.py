@@ -120,6 +120,19 @@ class GuardOptimizersTest(parameterized.TestCase):
         str(error), r"^\[safetrain\] \w+Optimizer\.apply_gradients: the loss "
         r"being optimized leaves out 2 of 2 regularization losses")
 
+  def test_names_the_users_loss_under_slims_update_ops_identity(self):
+    # With update ops (batch norm), slim differentiates an Identity that
+    # waits for them; the message names the loss the user built.
+    with tf.Graph().as_default():
+      loss, _ = _model()
+      counter = tf.Variable(0, trainable=False)
+      tf.compat.v1.add_to_collection(tf.compat.v1.GraphKeys.UPDATE_OPS,
+                                     counter.assign_add(1))
+      with safetrain.guard_optimizers():
+        with self.assertRaises(safetrain.MissingRegularizationError) as caught:
+          tf_slim.learning.create_train_op(loss, _sgd())
+    self.assertEqual(caught.exception.loss_name, "task_loss:0")
+
   @parameterized.named_parameters(*_PATHS)
   def test_complete_loss_passes(self, build):
     with tf.Graph().as_default():
