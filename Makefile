@@ -66,6 +66,7 @@ test-lane:
 	.venv-$(LANE)/bin/python -m pytest $(LIBRARY_TESTS) $(PYTEST_ARGS) \
 		| tee .venv-$(LANE)/pytest.log; test $${PIPESTATUS[0]} -eq 0
 	python3 .ci/matrix.py record $(LANE) library .venv-$(LANE)/pytest.log
+	python3 .ci/matrix.py write-readme
 
 test-matrix:
 	set -e; for lane in $$(python3 .ci/matrix.py lanes); do \
