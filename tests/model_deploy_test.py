@@ -27,7 +27,6 @@ import safetrain.slim as safe_slim
 from safetrain import _train
 
 import deploy_test
-import helpers
 
 # The model, data and constants of the in-graph clone tests.
 BATCH = deploy_test.BATCH
@@ -82,15 +81,8 @@ def _single_device():
       tf.compat.v1.train.GradientDescentOptimizer(LEARNING_RATE))
 
 
-def _weights_after_one_step(build):
-  with tf.Graph().as_default():
-    train_op = build()
-    with tf.compat.v1.Session(config=helpers.session_config()) as session:
-      session.run(tf.compat.v1.global_variables_initializer())
-      session.run(train_op)
-      variables = tf.compat.v1.trainable_variables()
-      return {v.op.name: value
-              for v, value in zip(variables, session.run(variables))}
+# Trainable variables after one step of the train op built in a graph.
+_weights_after_one_step = deploy_test._step  # pylint: disable=protected-access
 
 
 def _verdict(function):
