@@ -184,8 +184,12 @@ class KerasRuleTest(parameterized.TestCase):
       by_hand = xent + tf.add_n(net.losses)
       with tf.compat.v1.Session() as session:
         session.run(tf.compat.v1.global_variables_initializer())
-        got, expected, _ = session.run([total, by_hand, added])
+        # Read both sums before the train op runs: in one session.run the
+        # update may land between them.
+        got, expected = session.run([total, by_hand])
+        trained_on = session.run(added)
       self.assertAllClose(got, expected)
+      self.assertAllClose(trained_on, expected)
 
   @parameterized.named_parameters(_CASES)
   def test_warn_warns(self, keras_name, model):
