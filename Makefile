@@ -18,6 +18,9 @@ PY ?= 3.11
 LANE ?= tf$(TF)-py$(PY)
 VENV ?= .venv
 PYTEST_ARGS ?=
+# Test processes (pytest-xdist): one per core. Each test builds its own
+# graphs, so they spread; XDIST= runs them in one process.
+XDIST ?= -n auto
 # pyenv (as on this project's machines) finds python3.X only for the versions
 # it is told to use: offer it the default one first (so `python3` stays what
 # it was), then every installed 3.10 and later. Harmless without pyenv.
@@ -44,10 +47,10 @@ $(VENV)/.installed: requirements/lanes/$(LANE).txt setup.cfg
 	touch $@
 
 test: venv
-	$(BIN)/python -m pytest tests $(PYTEST_ARGS)
+	$(BIN)/python -m pytest tests $(XDIST) $(PYTEST_ARGS)
 
 test-fast: venv
-	$(BIN)/python -m pytest tests -m "not slow" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest tests -m "not slow" $(XDIST) $(PYTEST_ARGS)
 
 test-oldest:
 	$(MAKE) test TF=2.15 VENV=.venv-tf2.15
@@ -63,7 +66,7 @@ lint: $(VENV)/.lint-installed
 # One lane's library tests; the summary line goes to requirements/results.
 test-lane:
 	$(MAKE) venv PYTHON=python$(word 2,$(subst -py, ,$(LANE))) LANE=$(LANE) VENV=.venv-$(LANE)
-	.venv-$(LANE)/bin/python -m pytest $(LIBRARY_TESTS) $(PYTEST_ARGS) \
+	.venv-$(LANE)/bin/python -m pytest $(LIBRARY_TESTS) $(XDIST) $(PYTEST_ARGS) \
 		| tee .venv-$(LANE)/pytest.log; test $${PIPESTATUS[0]} -eq 0
 	python3 .ci/matrix.py record $(LANE) library .venv-$(LANE)/pytest.log
 	python3 .ci/matrix.py write-readme
