@@ -325,7 +325,11 @@ def whole_scale(loss) -> float:
   and decay alike, is halved, so their balance is unchanged. Read down the
   chain of linear ops from one scalar to one scalar at the top of the loss
   (constant scaling, identities, casts); 1 when there is none. A mean over a
-  vector is not such a scale: what it averages may repeat a term.
+  vector is not such a scale: what it averages may repeat a term. The scale
+  is a magnitude: a negative factor flips every term's sign, and a term's own
+  coefficient keeps that sign, so ``-(log_likelihood - decay)`` minimizes
+  the decay (coefficient +1, scale 1) and ``-(data + decay)`` maximizes it
+  (coefficient -1, scale 1).
   """
   scale = 1.0
   op = loss.op
@@ -333,13 +337,13 @@ def whole_scale(loss) -> float:
   while op not in seen:
     seen.add(op)
     factors = _local_factors(op)
-    if not factors or len(factors) != 1 or factors[0][1] is None:
+    if not factors or len(factors) != 1:
       break
     index, factor = factors[0]
     tensor = op.inputs[index]
-    if tensor.shape.ndims != 0 or factor is None:
+    if factor is None or factor == 0 or tensor.shape.ndims != 0:
       break
-    scale *= factor
+    scale *= abs(factor)
     op = tensor.op
   return scale
 

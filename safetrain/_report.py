@@ -165,9 +165,11 @@ class RegularizationReport:
       device, a sum of clones or a parameter-server worker); None when
       coefficients were not read.
     losses: the names of every loss of the update (``(loss_name,)`` for one).
-    scale: a constant factor by which the whole (single) loss is scaled,
-      e.g. 0.5 for ``0.5 * (data + regularization)``: the relative weight of
-      data and decay is what matters, so "once" means ``scale`` then.
+    scale: the magnitude of a constant factor by which the whole (single)
+      loss is scaled, e.g. 0.5 for ``0.5 * (data + regularization)``: the
+      relative weight of data and decay is what matters, so "once" means
+      ``scale`` then. A negative factor flips the terms' signs, which their
+      coefficients keep: a term with a negative one is maximized.
     replicas: N when the loss is a replica's whose gradient is summed with
       N-1 others (``MirroredStrategy``); 1 otherwise.
     misscaled_data: with N replicas, (name, coefficient) of each data loss
@@ -352,6 +354,11 @@ class RegularizationReport:
         f"regularization loss{'es' if len(terms) != 1 else ''} less than "
         "once, so weight decay is weaker than configured.",
     ] + self._loss_lines() + self._coefficient_lines(terms, "undercounted")
+    negative = sum(1 for t in terms if t.coefficient < 0)
+    if negative:
+      lines.append(
+          f"{negative} of them enter with a negative sign: minimizing the "
+          "loss maximizes them, and the weights grow.")
     lines.append(
         "Fix: add each regularization loss once, unscaled, to the loss of "
         "one update:\n"

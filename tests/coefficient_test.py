@@ -110,20 +110,37 @@ class CoefficientScenarioTest(parameterized.TestCase):
       self.assertEqual(bool(report.undercounted), relative < 1.0 - 1e-6)
 
   @parameterized.named_parameters(
-      ("times_constant", lambda d, r: (d + r) * 3.0, 3.0),
-      ("constant_times", lambda d, r: 0.5 * (d + r), 0.5),
-      ("divided", lambda d, r: tf.math.divide(d + r, 4.0), 0.25),
-      ("through_identity", lambda d, r: tf.identity(2.0 * (d + r)), 2.0),
-      ("sum", lambda d, r: d + r, 1.0),
+      ("times_constant", lambda d, r: (d + r) * 3.0, 3.0, True),
+      ("constant_times", lambda d, r: 0.5 * (d + r), 0.5, True),
+      ("divided", lambda d, r: tf.math.divide(d + r, 4.0), 0.25, True),
+      ("through_identity", lambda d, r: tf.identity(2.0 * (d + r)), 2.0,
+       True),
+      ("sum", lambda d, r: d + r, 1.0, True),
+      # d + 0.5 r: the mean is not a scale of the whole, the decay is halved.
       ("mean_of_a_vector", lambda d, r: tf.reduce_mean(tf.stack([d + r, d])),
-       1.0),
+       1.0, False),
+      # Minimizing -(log-likelihood - decay) minimizes the decay: right.
+      ("negated_log_likelihood", lambda d, r: tf.negative(-d - r), 1.0, True),
+      ("minus_times", lambda d, r: -2.0 * (-d - r), 2.0, True),
+      # -(data + decay) maximizes the decay: wrong, however it is scaled.
+      ("negated_sum", lambda d, r: tf.negative(d + r), 1.0, False),
+      ("negative_factor", lambda d, r: (d + r) * -0.5, 0.5, False),
   )
-  def test_whole_scale(self, combine, scale):
+  def test_whole_scale(self, combine, scale, ok):
     with tf.Graph().as_default():
       loss = combine(helpers.cross_entropy(), _reg_sum())
       report = safetrain.check_regularization(loss, expected_coefficient=1.0)
     self.assertAlmostEqual(report.scale, scale, places=6)
-    self.assertFalse(report.overcounted)
+    self.assertEqual(report.ok, ok, report.to_text())
+
+  def test_a_negated_decay_is_refused_and_named(self):
+    with tf.Graph().as_default():
+      loss = tf.negative(helpers.cross_entropy() + _reg_sum())
+      with self.assertRaisesRegex(safetrain.TooWeakRegularizationError,
+                                  "negative sign: minimizing the loss "
+                                  "maximizes them"):
+        safetrain.create_train_op_safe(
+            loss, tf.compat.v1.train.GradientDescentOptimizer(0.1))
 
   def test_the_scenarios_cover_both_verdicts(self):
     verdicts = {e is not None and e > 1.0 for _, _, e in SCENARIOS}
