@@ -208,11 +208,14 @@ def _graph_check(target, flat, record, on_missing, caller) -> Tuple:
   for _, variable in terms:
     found.setdefault(id(variable), (variable, []))
   statuses: Dict[int, List] = {}
+  scale = 1.0
   for loss in targets:
     if loss.graph is not graph:
       continue
     report = _check.analyze(loss, [], regularization=[t for t, _ in terms],
                             with_coefficients=True)
+    if len(targets) == 1 and expected == 1.0:
+      scale = report.scale  # 0.5 * (data + decay), as the graph API reads.
     for index, term in enumerate(report.terms):
       statuses.setdefault(index, []).append(
           (term.status, term.coefficient))
@@ -221,7 +224,8 @@ def _graph_check(target, flat, record, on_missing, caller) -> Tuple:
     found[id(variable)][1].append(_sum_targets(per_target))
   report = _build_report(
       _check._describe_loss(targets[0]),  # pylint: disable=protected-access
-      flat, regularized, found, expected, rule, loss_name=targets[0].name)
+      flat, regularized, found, expected, rule, loss_name=targets[0].name,
+      scale=scale)
   return _act(report, regularized, on_missing, caller)
 
 
@@ -245,7 +249,8 @@ def _combine(entries: Sequence) -> Tuple[Status, Optional[float]]:
 
 def _build_report(description: str, flat: Sequence, regularized: Dict,
                   found: Dict, expected: float, rule: str,
-                  loss_name: str = "tape target") -> _tf2.TapeReport:
+                  loss_name: str = "tape target",
+                  scale: float = 1.0) -> _tf2.TapeReport:
   terms = []
   for ident, reg in regularized.items():
     _, entries = found.get(ident, (None, []))
@@ -266,7 +271,7 @@ def _build_report(description: str, flat: Sequence, regularized: Dict,
   return _tf2.TapeReport(
       loss_name=loss_name, loss_description=description, terms=tuple(terms),
       trained_variables=tuple(sorted(_tf2.variable_name(v) for v in flat)),
-      expected_coefficient=expected, rule=rule)
+      expected_coefficient=expected, rule=rule, scale=scale)
 
 
 def _act(report, regularized: Dict, on_missing: str, caller: str) -> Tuple:

@@ -119,6 +119,30 @@ class GradientTapeTest(parameterized.TestCase):
       self.assertEqual(e.report.to_dict()["rule"],
                        "single device: each term counted x1")
 
+  @parameterized.named_parameters(*KERASES)
+  def test_a_traced_step_reads_the_whole_loss_scale_as_the_graph_api(
+      self, keras):
+    halved = lambda m, x, y: 0.5 * (_data(m, x, y) + tf.add_n(m.losses))
+    weak = lambda m, x, y: _data(m, x, y) + 0.5 * tf.add_n(m.losses)
+    batch = [v.numpy() for v in _batch()]
+    # 0.5 * (data + decay) keeps their balance: the graph API passes it ...
+    with tf.Graph().as_default():
+      x, y = (tf.constant(v) for v in batch)
+      graph_model = _model(keras)
+      report = safetrain.check_regularization(
+          halved(graph_model, x, y), expected_coefficient=1.0)
+    self.assertTrue(report.ok, report.to_text())
+    # (tf_keras: a model made before a v1 graph's layers is invalid after.)
+    model = _model(keras)
+    # ... and so does a traced step; halving the decay alone is refused.
+    _step(halved, model, "function")
+    with self.assertRaises(safetrain.TooWeakRegularizationError):
+      _step(weak, model, "function")
+    # Eagerly only the gradient is seen, which cannot tell the two apart
+    # (README, "TF2 training loops").
+    with self.assertRaises(safetrain.TooWeakRegularizationError):
+      _step(halved, model, "eager")
+
   @parameterized.product(keras=[k for _, k in KERASES], mode=MODES)
   def test_add_gives_the_fixed_gradients(self, keras, mode):
     model = _model(keras)
