@@ -605,6 +605,11 @@ def ledger_of_train_op(train_op, *, trainable_scopes: Sequence[str] = (),
   """
   trace = _trace.trace_train_op(train_op)
   graph = trace.train_op.graph
+  if not trace.variable_ops:
+    raise _errors.InvalidArgumentError(
+        f"ledger: {trace.train_op.name} updates no variable, so it is not a "
+        "train op; for a loss pass it with the variables it trains: "
+        "safetrain.ledger(loss, variables).")
   if not trace.losses:
     raise _errors.InvalidArgumentError(
         f"ledger: could not find the loss that {trace.train_op.name} "
@@ -696,8 +701,11 @@ def ledger(target: Any, variables: Optional[Sequence] = None, *,
         isinstance(target, tf.Tensor) and not
         target.dtype.base_dtype.is_floating):
       result = ledger_of_train_op(target, trainable_scopes=trainable_scopes)
-    elif isinstance(target, tf.Tensor) and target.op.type == "Identity" and (
-        target.op.control_inputs and variables is None and optimizer is None):
+    elif (isinstance(target, tf.Tensor) and target.op.type == "Identity" and
+          target.op.control_inputs and variables is None and
+          optimizer is None and _trace.trace_train_op(target).variable_ops):
+      # create_train_op's result; a loss behind update ops
+      # (control_dependencies + identity) updates no variable itself.
       result = ledger_of_train_op(target, trainable_scopes=trainable_scopes)
     else:
       result = _ledger_of_loss(target, variables, optimizer)

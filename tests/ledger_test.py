@@ -227,7 +227,7 @@ class ClassificationTest(absltest.TestCase):
     self.assertEqual(_rows(ledger)["temperature"].kind, "other")
 
 
-class FindingTest(absltest.TestCase):
+class FindingTest(parameterized.TestCase):
   """Each finding on a graph built to show it, through the one policy."""
 
   def test_decayed_twice_is_the_doubled_verdict(self):
@@ -288,6 +288,31 @@ class FindingTest(absltest.TestCase):
     self.assertEqual(ledger.verdicts, (safetrain.Verdict.MISSING,))
     self.assertEqual(sum(r.decayed for r in ledger.rows), 0)
     self.assertEqual(_rows(ledger)["conv1/weights"].decay, 1.0)
+
+  @parameterized.named_parameters(("left_out", False), ("added", True))
+  def test_loss_behind_update_ops_is_a_loss_not_a_train_op(self, added):
+    # slim and research/slim make batch-norm updates run first so:
+    # with tf.control_dependencies(update_ops): loss = tf.identity(loss)
+    with tf.Graph().as_default():
+      loss = helpers.cross_entropy()
+      if added:
+        loss = safetrain.total_loss_from(loss)
+      counter = tf.compat.v1.get_variable("updates", [], trainable=False)
+      with tf.control_dependencies([counter.assign_add(1.0)]):
+        loss = tf.identity(loss)
+      ledger = safetrain.ledger(loss)
+    rows = _rows(ledger)
+    self.assertEqual(rows["conv1/weights"].training, "trained")
+    self.assertEqual(rows["conv1/weights"].decayed, added)
+    self.assertEqual(ledger.verdicts,
+                     () if added else (safetrain.Verdict.MISSING,))
+
+  def test_an_op_that_updates_no_variable_is_refused(self):
+    with tf.Graph().as_default():
+      helpers.cross_entropy()
+      with self.assertRaisesRegex(safetrain.InvalidArgumentError,
+                                  "updates no variable.*ledger\\(loss"):
+        safetrain.ledger(tf.no_op(name="not_a_train_op"))
 
   def test_kernel_without_regularization_among_siblings_is_information(self):
     with tf.Graph().as_default():
