@@ -78,6 +78,11 @@ def _factors(regularizer) -> Tuple[Optional[float], Optional[float], str]:
   return l2, l1, kind
 
 
+def _keras_version(variable) -> int:
+  """3 for a Keras 3 variable (it carries its regularizer), else 2."""
+  return 3 if hasattr(variable, "regularizer") else 2
+
+
 def _regularizer(layer, variable, attribute: str) -> Tuple[Any, str]:
   """(regularizer, status) of a layer's weight: 'declared' if it acts."""
   own = getattr(variable, "regularizer", None)
@@ -86,7 +91,8 @@ def _regularizer(layer, variable, attribute: str) -> Tuple[Any, str]:
   regularizer = getattr(layer, attribute, None)
   if regularizer is None or not callable(regularizer):
     return None, ""
-  if _keras._reaches_losses(layer, variable, regularizer, 2):  # pylint: disable=protected-access
+  if _keras._reaches_losses(layer, variable, regularizer,  # pylint: disable=protected-access
+                            _keras_version(variable)):
     return regularizer, "declared"
   return regularizer, "ineffective"
 
@@ -118,7 +124,7 @@ def _step(optimizer):
   return _ledger._Step(text, lr, note)  # pylint: disable=protected-access
 
 
-def _rows(model, optimizer) -> Tuple[List, List]:
+def _rows(model, optimizer) -> Tuple[List, List, List]:
   from safetrain import _ledger  # pylint: disable=g-import-not-at-top
   trainable = {id(v): v for v in model.trainable_variables}
   owner: Dict[int, Tuple[Any, str, str, str]] = {}
@@ -135,6 +141,7 @@ def _rows(model, optimizer) -> Tuple[List, List]:
   rate = _keras_decay.decay_rate(optimizer) if optimizer is not None else 0.0
   decays = rate and hasattr(optimizer, "_use_weight_decay")
   rows = []
+  ineffective = []
   for variable in model.trainable_variables:
     layer, attribute, kind, reg_attribute = owner.get(
         id(variable), (None, "", _ledger.OTHER, ""))
@@ -143,6 +150,11 @@ def _rows(model, optimizer) -> Tuple[List, List]:
     mechanisms = []
     if layer is not None:
       regularizer, status = _regularizer(layer, variable, reg_attribute)
+      if status == "ineffective":
+        ineffective.append(_keras.IneffectiveRegularizer(
+            layer=layer.name, attribute=reg_attribute,
+            variable=_name(variable), weight=attribute,
+            keras=_keras_version(variable), regularizer=regularizer))
       if regularizer is not None:
         l2, l1, form = _factors(regularizer)
         mechanisms.append(_ledger.Mechanism(
@@ -167,7 +179,7 @@ def _rows(model, optimizer) -> Tuple[List, List]:
     unmatched = [(p, "exclude_from_weight_decay name") for p in
                  _keras_decay.exclusion_names(optimizer)
                  if not any(re.search(p, n) for n in names)]
-  return rows, unmatched
+  return rows, unmatched, ineffective
 
 
 def ledger_of_model(model, optimizer: Any = None):
@@ -180,12 +192,13 @@ def ledger_of_model(model, optimizer: Any = None):
         f"ledger: Keras model {getattr(model, 'name', model)!r} has no "
         "trainable variables yet; build it first (call it on a batch, or "
         "model.build(input_shape)).")
-  rows, unmatched = _rows(model, optimizer)
+  rows, unmatched, ineffective = _rows(model, optimizer)
   step = _step(optimizer)
   report = _report.RegularizationReport(
       loss_name=f"{model.name}.losses",
       loss_description=f"Keras model {model.name!r} with {step.optimizer}",
-      terms=(), trained_variables=tuple(r.variable for r in rows))
+      terms=(), trained_variables=tuple(r.variable for r in rows),
+      ineffective=tuple(ineffective))
   report = dataclasses.replace(
       report, findings=_ledger.findings(rows, unmatched))
   return _ledger.Ledger(source=f"Keras model '{model.name}'",

@@ -411,6 +411,26 @@ class KerasModelTest(parameterized.TestCase):
     self.assertEqual(ledger.verdicts, ())
 
   @parameterized.named_parameters(*_keras_modules())
+  def test_regularizer_set_after_build_is_the_ineffective_verdict(self, keras):
+    model = self._model(keras)
+    head = model.get_layer("head")
+    head.kernel_regularizer = keras.regularizers.L2(0.5)  # Too late.
+    ledger = safetrain.ledger(model, optimizer=keras.optimizers.SGD(0.1))
+    rows = [r for r in ledger.rows if "head/" in r.variable and
+            r.used_by == "Dense.kernel"]
+    self.assertLen(rows, 1)
+    self.assertEqual(rows[0].mechanisms[0].status, "ineffective")
+    self.assertEqual(ledger.verdicts, (safetrain.Verdict.INEFFECTIVE,))
+    self.assertEqual(ledger.exit_code, 1)
+    e = helpers.assert_error(
+        self, safetrain.IneffectiveRegularizerError,
+        "after the layers were built.*head.*kernel_regularizer",
+        safetrain.ledger, model, optimizer=keras.optimizers.SGD(0.1),
+        on_missing="raise")
+    self.assertEqual([i.keras for i in e.report.ineffective],
+                     [int(keras.__version__.split(".")[0])])
+
+  @parameterized.named_parameters(*_keras_modules())
   def test_adamw_decay_and_its_findings(self, keras):
     model = self._model(keras)
     optimizer = keras.optimizers.AdamW(learning_rate=0.01,
