@@ -67,7 +67,8 @@ class RegularizationTerm:
     required: whether it regularizes a variable that the train op updates.
     coefficient: the factor with which it enters the optimized loss, where
       the graph shows it (sums, constant scaling, means); None otherwise.
-    tensor: the tensor itself (not part of equality or JSON).
+    tensor: the tensor itself (not part of equality or JSON); in a TF2
+      tape's report, the recorded regularizer that builds it.
   """
 
   name: str

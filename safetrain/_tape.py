@@ -160,7 +160,7 @@ def _eager_gradient(tape, original, target, flat, output_gradients,
     found.setdefault(id(variable), (variable, []))[1].append(entry)
   report = _build_report(_eager_description(target), flat, regularized,
                          found, expected, rule)
-  add = _act(report, regularized, on_missing, caller)
+  add = _act(report, on_missing, caller)
   _remember(key, add)
   return _plus_terms(flat, list(grads[:len(flat)]), add)
 
@@ -226,7 +226,7 @@ def _graph_check(target, flat, record, on_missing, caller) -> Tuple:
       _check._describe_loss(targets[0]),  # pylint: disable=protected-access
       flat, regularized, found, expected, rule, loss_name=targets[0].name,
       scale=scale)
-  return _act(report, regularized, on_missing, caller)
+  return _act(report, on_missing, caller)
 
 
 def _sum_targets(entries: Sequence) -> Tuple:
@@ -257,7 +257,7 @@ def _build_report(description: str, flat: Sequence, regularized: Dict,
     status, coefficient = _combine(entries)
     terms.append(_report.RegularizationTerm(
         name=reg.name, variables=(_tf2.variable_name(reg.variable),),
-        status=status, required=True, coefficient=coefficient))
+        status=status, required=True, coefficient=coefficient, tensor=reg))
   for ident, (variable, entries) in found.items():
     if ident in regularized:
       continue
@@ -274,14 +274,16 @@ def _build_report(description: str, flat: Sequence, regularized: Dict,
       expected_coefficient=expected, rule=rule, scale=scale)
 
 
-def _act(report, regularized: Dict, on_missing: str, caller: str) -> Tuple:
-  """Acts on the report; returns the Regularized terms to add."""
-  names = _tf2.act(report, on_missing, caller)
-  if not names:
-    return ()
-  by_name = {reg.name: reg for reg in regularized.values()}
+def _act(report, on_missing: str, caller: str) -> Tuple:
+  """Acts on the report; returns the Regularized terms to add.
+
+  Each required term carries its ``Regularized`` (``term.tensor``): names
+  are for people, and two models' variables may share one.
+  """
+  added = _tf2.act(report, on_missing, caller)
   expected = report.expected_coefficient or 1.0
-  return tuple((by_name[n], expected) for n in names if n in by_name)
+  return tuple((t.tensor, expected) for t in added
+               if isinstance(t.tensor, _tf2.Regularized))
 
 
 def _plus_terms(flat: Sequence, grads: List, add: Tuple) -> List:

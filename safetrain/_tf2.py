@@ -328,17 +328,17 @@ def passed_through(error: Exception) -> Exception:
 
 
 def act(report: _report.RegularizationReport, on_missing: str,
-        caller: str) -> Tuple[str, ...]:
+        caller: str) -> Tuple[_report.RegularizationTerm, ...]:
   """The one policy (``_policy.apply``) on a TF2 report.
 
-  Returns the names of the left-out terms to add (``"add"``); () when
-  nothing is added. Errors are marked to pass through AutoGraph unchanged.
+  Returns the left-out terms to add (``"add"``); () when nothing is added.
+  Errors are marked to pass through AutoGraph unchanged.
   """
   try:
     added = _policy.apply(report, on_missing, caller, stacklevel=5)
   except _errors.RegularizationError as e:
     raise passed_through(e) from None
-  return tuple(t.name for t in added)
+  return tuple(added)
 
 
 EAGER_TOTAL_LOSS = (

@@ -156,6 +156,39 @@ class GradientTapeTest(parameterized.TestCase):
     self.assertFalse(np.allclose(added[0], left_out[0]))
 
   @parameterized.product(keras=[k for _, k in KERASES], mode=MODES)
+  def test_add_tells_apart_variables_with_the_same_name(self, keras, mode):
+    # Two models whose layers share names (an encoder and its copy, say):
+    # their kernels have the same name, and each needs its own term.
+    def make(seed):
+      init = keras.initializers.GlorotUniform(seed=seed)
+      model = keras.Sequential([keras.layers.Dense(
+          2, name="proj", kernel_initializer=init,
+          kernel_regularizer=keras.regularizers.L2(WEIGHT_DECAY))])
+      model(tf.zeros((1, 3)))
+      return model
+    first, second = make(1), make(2)
+    x, y = _batch()
+    variables = first.trainable_variables + second.trainable_variables
+
+    def data(m1, m2):
+      return tf.reduce_mean(tf.square(m1(x) + m2(x) - y))
+
+    def step(tape_type, regularized, **kwargs):
+      def run():
+        with tape_type(**kwargs) as tape:
+          loss = data(first, second)
+          if regularized:
+            loss += tf.add_n(first.losses + second.losses)
+        return tape.gradient(loss, variables)
+      run = tf.function(run) if mode == "function" else run
+      return [g.numpy() for g in run()]
+
+    added = step(safetrain.GradientTape, False, on_missing="add")
+    fixed = step(tf.GradientTape, True)
+    for a, b in zip(added, fixed, strict=True):
+      np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
+
+  @parameterized.product(keras=[k for _, k in KERASES], mode=MODES)
   def test_warn(self, keras, mode):
     model = _model(keras)
     with warnings.catch_warnings(record=True) as caught:
