@@ -11,6 +11,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import warnings
 
 from absl.testing import absltest
 import numpy as np
@@ -77,6 +78,16 @@ class KerasCustomLoopTest(absltest.TestCase):
     self.dir = tempfile.mkdtemp()
     added = self._train(loop="broken", on_missing="add")
     self.assertAlmostEqual(fixed["data"], added["data"], places=4)
+    self.assertAlmostEqual(fixed["regularization"], added["regularization"],
+                           places=6)
+    # The control: the same loop left to train without its decay ends
+    # elsewhere, so the comparison above can tell.
+    self.dir = tempfile.mkdtemp()
+    with warnings.catch_warnings():
+      warnings.simplefilter("ignore", safetrain.MissingRegularizationWarning)
+      dropped = self._train(loop="broken", on_missing="warn")
+    self.assertNotAlmostEqual(fixed["regularization"],
+                              dropped["regularization"], places=6)
 
   def test_mirrored_subprocess_and_broken_exit_status(self):
     proc = _run(self.dir, "--steps=6", "--batch_size=16",

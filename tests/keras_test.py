@@ -149,6 +149,7 @@ class KerasRuleTest(parameterized.TestCase):
       names = {v for t in error.missing for v in t.variables}
       kernels = {_keras._tf_variable(l.kernel).op.name
                  for l in _dense_layers(net)}
+      self.assertNotEmpty(kernels)
       self.assertEqual(kernels, kernels & names)
 
   @parameterized.named_parameters(_CASES)

@@ -11,6 +11,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import warnings
 
 from absl.testing import absltest
 from absl.testing import parameterized
@@ -117,8 +118,16 @@ class FitTest(parameterized.TestCase):
           eager)
 
   def test_without_guard_the_override_trains_silently(self):
-    # The bug the guard catches: nothing else says anything.
-    _fit(tf.keras, "compute_loss")
+    # The bug the guard catches: decay is configured, the override drops
+    # it, and without the guard nothing says anything.
+    with warnings.catch_warnings(record=True) as caught:
+      warnings.simplefilter("always")
+      model = _fit(tf.keras, "compute_loss")
+    self.assertNotEmpty(model.losses)
+    self.assertEqual(
+        [w for w in caught
+         if issubclass(w.category, safetrain.MissingRegularizationWarning)],
+        [])
 
   def test_guard_warn_and_unpatch(self):
     with safetrain.guard_optimizers(on_missing="warn"):

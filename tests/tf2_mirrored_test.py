@@ -104,6 +104,9 @@ def _child(out_path):
 
 
 def _close(a, b):
+  """Whether two runs' weights agree; both must have the same, nonzero count."""
+  if not len(a) == len(b) > 0:
+    raise AssertionError(f"weights to compare: {len(a)} and {len(b)}")
   return all(np.allclose(x, y, rtol=1e-5, atol=1e-6) for x, y in zip(a, b))
 
 
