@@ -233,7 +233,8 @@ def sum_clone_losses(
                                 name="scaled_clone_loss")
         if index == 0 and regularization_losses:
           loss = tf.add_n(
-              [loss, _sum(regularization_losses, dtype, "regularization_loss")],
+              [loss, _train.sum_in_dtype(regularization_losses, dtype,
+                                         "regularization_loss")],
               name="clone_total_loss")
       parts.append(loss)
     total = tf.add_n(parts, name=name)
@@ -282,7 +283,8 @@ def replica_total_loss(data_loss: tf.Tensor, *,
       loss = tf.math.divide(loss, float(replicas), name="scaled_replica_loss")
     if regularization:
       loss = tf.add_n(
-          [loss, _sum(regularization, dtype, "regularization_loss")],
+          [loss, _train.sum_in_dtype(regularization, dtype,
+                                     "regularization_loss")],
           name=name)
     else:
       loss = tf.identity(loss, name=name)
@@ -349,16 +351,6 @@ def _assert_counted_once(loss, variables_to_train, expected: float,
       raise type(e)(f"{e}\n{hint}", e.report, e.verdicts) from None
     raise
   return report
-
-
-def _sum(terms: Sequence, dtype, name: str) -> tf.Tensor:
-  values = []
-  for tensor in terms:
-    value = tf.convert_to_tensor(tensor)  # Builds a lazy tensor's copy.
-    if value.dtype.base_dtype != dtype:
-      value = tf.cast(value, dtype)
-    values.append(value)
-  return tf.add_n(values, name=name)
 
 
 def _name_scope(scope: str):

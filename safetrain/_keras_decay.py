@@ -52,6 +52,16 @@ def exclusion_names(optimizer) -> List[str]:
   return parts
 
 
+def unmatched_exclusions(optimizer, variables: Iterable) -> List[str]:
+  """The ``exclude_from_weight_decay`` names that match none of ``variables``.
+
+  Keras matches each name with ``re.search`` against ``variable.name``.
+  """
+  names = [getattr(v, "name", "") for v in variables]
+  return [p for p in exclusion_names(optimizer)
+          if not any(re.search(p, n) for n in names)]
+
+
 def decay_rate(optimizer) -> float:
   rate = getattr(optimizer, "weight_decay", None)
   try:
@@ -88,8 +98,7 @@ def check_weight_decay(optimizer: Any, variables: Iterable, *,
   if not rate or not hasattr(optimizer, "_use_weight_decay"):
     return None
   names = [getattr(v, "name", "") for v in variables]
-  unmatched = [p for p in exclusion_names(optimizer)
-               if not any(re.search(p, n) for n in names)]
+  unmatched = unmatched_exclusions(optimizer, variables)
   if unmatched:
     shown = ", ".join(sorted(set(names))[:6])
     finding = _report.Finding(

@@ -17,7 +17,6 @@ whether ``optimizer._use_weight_decay(variable)`` keeps it; a name given to
 """
 
 import dataclasses
-import re
 from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
@@ -26,6 +25,7 @@ from safetrain import _errors
 from safetrain import _keras
 from safetrain import _keras_decay
 from safetrain import _report
+from safetrain import _tf2
 
 __all__ = ("is_keras_model", "ledger_of_model")
 
@@ -55,14 +55,6 @@ def _layers(model) -> List:
   if flatten is not None:
     return list(flatten(include_self=True, recursive=True))
   return [model] + list(getattr(model, "submodules", ()))
-
-
-def _name(variable) -> str:
-  path = getattr(variable, "path", None)
-  if isinstance(path, str):
-    return path
-  name = getattr(variable, "name", "") or type(variable).__name__
-  return name[:-2] if name.endswith(":0") else name
 
 
 def _factors(regularizer) -> Tuple[Optional[float], Optional[float], str]:
@@ -153,7 +145,7 @@ def _rows(model, optimizer) -> Tuple[List, List, List]:
       if status == "ineffective":
         ineffective.append(_keras.IneffectiveRegularizer(
             layer=layer.name, attribute=reg_attribute,
-            variable=_name(variable), weight=attribute,
+            variable=_tf2.variable_name(variable), weight=attribute,
             keras=_keras_version(variable), regularizer=regularizer))
       if regularizer is not None:
         l2, l1, form = _factors(regularizer)
@@ -170,15 +162,15 @@ def _rows(model, optimizer) -> Tuple[List, List, List]:
         training, by = _ledger.EXCLUDED, "exclude_from_weight_decay"
     decay, note = _ledger.decay_of(tuple(mechanisms), step, training)
     rows.append(_ledger.Row(
-        variable=_name(variable), shape=tuple(variable.shape), kind=kind,
+        variable=_tf2.variable_name(variable), shape=tuple(variable.shape),
+        kind=kind,
         used_by=used_by, training=training, by=by,
         mechanisms=tuple(mechanisms), decay=decay, decay_note=note))
   unmatched = []
   if decays:
-    names = [getattr(v, "name", "") for v in model.trainable_variables]
     unmatched = [(p, "exclude_from_weight_decay name") for p in
-                 _keras_decay.exclusion_names(optimizer)
-                 if not any(re.search(p, n) for n in names)]
+                 _keras_decay.unmatched_exclusions(
+                     optimizer, model.trainable_variables)]
   return rows, unmatched, ineffective
 
 

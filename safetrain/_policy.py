@@ -32,14 +32,11 @@ __all__ = (
     "EXIT_BAD_INPUT",
     "EXIT_OK",
     "EXIT_PROBLEM",
-    "ON_MISSING_CHOICES",
     "Verdict",
     "apply",
     "exit_code",
     "verdicts",
 )
-
-ON_MISSING_CHOICES = ("raise", "add", "warn")
 
 EXIT_OK = 0
 EXIT_PROBLEM = 1

@@ -237,9 +237,9 @@ class RegularizationReport:
 
   @property
   def ok(self) -> bool:
-    return not (self.missing or self.overcounted or self.undercounted or
-                self.misscaled_data or self.ineffective or
-                any(f.is_error for f in self.findings))
+    """No verdict: the one policy (``_policy.verdicts``) finds nothing."""
+    from safetrain import _policy  # pylint: disable=g-import-not-at-top
+    return not _policy.verdicts(self)
 
   def count(self, status: Status) -> int:
     return sum(1 for t in self.terms if t.status is status)
@@ -355,7 +355,8 @@ class RegularizationReport:
         f"regularization loss{'es' if len(terms) != 1 else ''} less than "
         "once, so weight decay is weaker than configured.",
     ] + self._loss_lines() + self._coefficient_lines(terms, "undercounted")
-    negative = sum(1 for t in terms if t.coefficient < 0)
+    negative = len([t for t in terms
+                    if t.coefficient is not None and t.coefficient < 0])
     if negative:
       lines.append(
           f"{negative} of them enter with a negative sign: minimizing the "

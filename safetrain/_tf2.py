@@ -29,6 +29,7 @@ from typing import (Any, Callable, Dict, Iterator, List, Optional, Sequence,
 from absl import logging
 import tensorflow as tf
 
+from safetrain import _check
 from safetrain import _errors
 from safetrain import _keras
 from safetrain import _policy
@@ -242,14 +243,12 @@ def replica_rule() -> Tuple[float, str]:
   gradients are summed, so each replica's loss must count the terms 1/N
   times (``tf.nn.scale_regularization_loss``); elsewhere once.
   """
-  if (tf.distribute.has_strategy() and
-      not tf.distribute.in_cross_replica_context()):
-    replicas = tf.distribute.get_replica_context().num_replicas_in_sync
-    if replicas > 1:
-      return 1.0 / replicas, (
-          f"replica rule: {replicas} replicas, gradients summed, so each "
-          f"replica's loss counts each term x1/{replicas} "
-          "(tf.nn.scale_regularization_loss(tf.add_n(model.losses)))")
+  replicas = _check.replicas_summing()
+  if replicas > 1:
+    return 1.0 / replicas, (
+        f"replica rule: {replicas} replicas, gradients summed, so each "
+        f"replica's loss counts each term x1/{replicas} "
+        "(tf.nn.scale_regularization_loss(tf.add_n(model.losses)))")
   return 1.0, "single device: each term counted x1"
 
 

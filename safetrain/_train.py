@@ -35,15 +35,20 @@ _USE_GLOBAL_STEP = 0  # tf_slim.learning._USE_GLOBAL_STEP.
 _GATE_OP = tf.compat.v1.train.Optimizer.GATE_OP
 
 
-def _add_terms(loss, terms: Sequence, name: str):
-  """``loss`` plus each term, in the loss's dtype."""
-  values = [loss]
-  for tensor in terms:
+def sum_in_dtype(tensors: Sequence, dtype, name: str) -> tf.Tensor:
+  """The sum of ``tensors``, each cast to ``dtype`` where it differs."""
+  values = []
+  for tensor in tensors:
     value = tf.convert_to_tensor(tensor)  # Builds a lazy tensor's copy.
-    if value.dtype.base_dtype != loss.dtype.base_dtype:
-      value = tf.cast(value, loss.dtype.base_dtype)
+    if value.dtype.base_dtype != dtype:
+      value = tf.cast(value, dtype)
     values.append(value)
   return tf.add_n(values, name=name)
+
+
+def _add_terms(loss, terms: Sequence, name: str):
+  """``loss`` plus each term, in the loss's dtype."""
+  return sum_in_dtype([loss, *terms], loss.dtype.base_dtype, name)
 
 
 def update_report(losses: Sequence, variables: Sequence, *,
