@@ -3,9 +3,11 @@
 tf_slim reaches into TensorFlow's private modules (``tensorflow.python.*``)
 for names that later TensorFlow releases moved elsewhere. Each line below puts
 one moved name back where tf_slim looks for it, and only when it is missing,
-so on a TensorFlow that still has the name nothing changes. Nothing here
-changes behaviour: every restored name is the very object TensorFlow now
-keeps under its new address.
+so on a TensorFlow that still has the name nothing changes. A restored name
+changes no behaviour: it is the very object TensorFlow now keeps under its
+new address. Two things here do change behaviour, on purpose: Supervisor
+threads run in the graph that made them (``_run_looper_threads_in_their_graph``)
+and tf_slim's own bugs are fixed (``_slim_fixes``).
 
 ``apply()`` runs once, when ``safetrain`` is imported.
 """

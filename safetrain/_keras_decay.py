@@ -9,7 +9,8 @@ loss. That is regularization too, so:
   regularized twice: reported under the same policy as a doubled term
   (``DoubleCountedRegularizationError``, a warning with ``"warn"``);
 * ``optimizer.exclude_from_weight_decay(var_names=[...])`` with a name that
-  matches no variable the optimizer updates raises ``InvalidArgumentError``.
+  matches no variable the optimizer updates is the UNMATCHED verdict
+  (``UnmatchedExclusionError``, a warning with ``"warn"``).
   Keras 3 matches each pattern against the *short* variable name
   (``kernel``), so ``var_names=["dense_1"]`` silently excludes nothing.
 

@@ -486,8 +486,7 @@ def decay_of(mechanisms: Sequence[Mechanism], step: _Step,
 # --- Findings. --------------------------------------------------------------
 
 
-def findings(rows: Sequence[Row], unmatched: Sequence[Tuple[str, str]] = (),
-             report: Optional[_report.RegularizationReport] = None
+def findings(rows: Sequence[Row], unmatched: Sequence[Tuple[str, str]] = ()
              ) -> Tuple[_report.Finding, ...]:
   """What the rows show, errors first; ``unmatched``: (pattern, where)."""
   kind = _report.FindingKind
@@ -524,7 +523,6 @@ def findings(rows: Sequence[Row], unmatched: Sequence[Tuple[str, str]] = (),
     found.append(_report.Finding(kind.DECAYED_BIAS_OR_NORM, tuple(decayed), (
         f"{len(decayed)} biases or normalization parameters are decayed: "
         f"{_names(decayed)}")))
-  del report
   return tuple(found)
 
 

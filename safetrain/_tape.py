@@ -47,7 +47,8 @@ __all__ = ("GradientTape", "clear_cache", "patch", "unpatch")
 
 Status = _report.Status
 _Tape = tf.GradientTape
-# ``safetrain run`` may have put a trampoline there (see _guard.SITECUSTOMIZE).
+# ``safetrain run`` may have put a trampoline there
+# (see safetrain/_run_hook/sitecustomize.py).
 _ORIGINALS = {
     name: getattr(_Tape.__dict__[name], "_safetrain_original",
                   _Tape.__dict__[name])

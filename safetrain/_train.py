@@ -233,9 +233,12 @@ def create_train_op_safe(
 
   Args:
     total_loss ... check_numerics: as ``tf_slim.learning.create_train_op``.
-    on_missing: ``"raise"`` (default) raises ``MissingRegularizationError``;
-      ``"add"`` adds the left-out terms to the loss and logs that it did;
-      ``"warn"`` warns (``MissingRegularizationWarning``) and builds as given.
+    on_missing: what to do about every verdict of the one policy.
+      ``"raise"`` (default) raises the verdict's ``RegularizationError``
+      (``MissingRegularizationError``, ``DoubleCountedRegularizationError``,
+      ...); ``"add"`` adds left-out terms to the loss and logs that it did
+      (and raises for the other verdicts); ``"warn"`` warns
+      (``MissingRegularizationWarning``) and builds as given.
 
   Returns:
     A tensor that, when evaluated, applies the gradients and returns the loss.

@@ -19,16 +19,19 @@ safetrain audit PATH
 safetrain run -- COMMAND [ARG ...]
   Runs an unchanged training command, e.g.
       safetrain run -- python train.py --learning_rate=0.1
-  with the check installed on tf.compat.v1.train.Optimizer.compute_gradients
-  in every Python process it starts (slim's create_train_op, minimize,
-  SyncReplicasOptimizer and hand-written loops all pass there). A loss that
-  leaves out regularization fails at graph-build time with the report
-  (--on_missing=raise), or gets it added (add) or a warning (warn). The
-  command's arguments, output and exit status pass through unchanged.
+  with the check installed in every Python process it starts: on the v1
+  optimizers' compute_gradients and apply_gradients (slim's create_train_op,
+  minimize, model_deploy's per-clone gradients, SyncReplicasOptimizer and
+  hand-written loops all pass there), on tf.GradientTape.gradient and on
+  Keras optimizers. An update whose loss leaves out regularization, counts
+  it twice or too weakly fails at graph-build (or trace) time with the
+  report (--on_missing=raise), or gets the left-out terms added (add) or a
+  warning (warn). The command's arguments, output and exit status pass
+  through unchanged.
 
 Exit status:
-  0  audit: nothing required is left out; run: the command's own status
-  1  audit: a train op's loss leaves out regularization it must include
+  0  audit: no verdict; run: the command's own status
+  1  audit: an update has a verdict (left out, doubled, too weak, ...)
   2  bad usage, or input that cannot be read or checked
 """
 

@@ -114,11 +114,11 @@ class TfSlimBugsTest(parameterized.TestCase):
       # NumPy >= 1.23 refuses a list of slices as an index.
       ("assign_from_checkpoint_partitioned", "assign_partitioned",
        "IndexError"),
-      # float32 logarithms round the capacity below the size required.
       # The same, with a whole variable under the partitions' name too
       # (upstream's testLoadPartitionedVariables after 1.1.0).
       ("assign_from_checkpoint_partitioned_and_whole",
        "assign_partitioned_and_whole", "IndexError"),
+      # float32 logarithms round the capacity below the size required.
       ("streaming_concat_large_size", "concat_size", "too small: 7371555"),
       # 0/0 in the comoment merge while the weights seen sum to zero: NaN
       # for every later batch (upstream's testMultiUpdateWithErrorAndWeights).

@@ -77,9 +77,10 @@ def train(
   """``tf_slim.learning.train``, after checking ``train_op``'s loss.
 
   Takes slim's parameters, in slim's order, with slim's defaults. Before the
-  first step it finds the loss ``train_op`` minimizes and raises
-  ``MissingRegularizationError`` if that loss leaves out regularization of
-  the variables it updates (``on_missing="warn"`` warns instead).
+  first step it finds the losses ``train_op`` minimizes and raises the
+  verdict's ``RegularizationError`` if they leave out regularization of the
+  variables it updates, or count it twice or too weakly
+  (``on_missing="warn"`` warns instead).
   """
   _train.check_train_op(train_op, on_missing, "slim.learning.train")
   return _learning.train(
