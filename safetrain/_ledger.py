@@ -601,7 +601,14 @@ def ledger_of_train_op(train_op, *, trainable_scopes: Sequence[str] = (),
     report: the update's report if already made (the audit's); by default
       the one ``create_train_op_safe`` makes.
   """
-  trace = _trace.trace_train_op(train_op)
+  return _ledger_of_trace(_trace.trace_train_op(train_op), trainable_scopes,
+                          report)
+
+
+def _ledger_of_trace(trace: _trace.TrainOpTrace,
+                     trainable_scopes: Sequence[str],
+                     report: Optional[_report.RegularizationReport]
+                     ) -> Ledger:
   graph = trace.train_op.graph
   if not trace.variable_ops:
     raise _errors.InvalidArgumentError(
@@ -699,14 +706,18 @@ def ledger(target: Any, variables: Optional[Sequence] = None, *,
         isinstance(target, tf.Tensor) and not
         target.dtype.base_dtype.is_floating):
       result = ledger_of_train_op(target, trainable_scopes=trainable_scopes)
-    elif (isinstance(target, tf.Tensor) and target.op.type == "Identity" and
-          target.op.control_inputs and variables is None and
-          optimizer is None and _trace.trace_train_op(target).variable_ops):
-      # create_train_op's result; a loss behind update ops
-      # (control_dependencies + identity) updates no variable itself.
-      result = ledger_of_train_op(target, trainable_scopes=trainable_scopes)
     else:
-      result = _ledger_of_loss(target, variables, optimizer)
+      trace = None
+      if (isinstance(target, tf.Tensor) and target.op.type == "Identity" and
+          target.op.control_inputs and variables is None and
+          optimizer is None):
+        trace = _trace.trace_train_op(target)
+      if trace is not None and trace.variable_ops:
+        # create_train_op's result; a loss behind update ops
+        # (control_dependencies + identity) updates no variable itself.
+        result = _ledger_of_trace(trace, trainable_scopes, None)
+      else:
+        result = _ledger_of_loss(target, variables, optimizer)
   if on_missing is not None:
     _policy.apply(result.report, on_missing, caller)
   return result
