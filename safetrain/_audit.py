@@ -56,12 +56,10 @@ EXIT_BAD_INPUT = _policy.EXIT_BAD_INPUT
 _LIST_LIMIT = 5
 _STEP = re.compile(r"-(\d+)\.meta$")
 
-_AUDIT_OPT_OUT = ("run the script as `safetrain run --on_missing=warn -- "
-                  "python train.py ...`")
-_AUDIT_FIX = (
-    "Fix: optimize safetrain.total_loss_from(loss) (or "
-    "tf.compat.v1.losses.get_total_loss()), or run the unchanged script as "
-    "`safetrain run --on_missing=add -- python train.py ...`.")
+# The audit's user changes the policy of the script that built the graph.
+_AUDIT_OPT_OUT = _report.OptOut(
+    "run the script as `safetrain run --on_missing={mode} -- python train.py "
+    "...`")
 
 
 AuditInputError = _errors.AuditInputError
@@ -386,22 +384,15 @@ class AuditResult:
     problems = [(a, r, _policy.verdicts(r)) for a in self.train_ops
                 for r in a.reports]
     problems = [p for p in problems if p[2]]
-    missing = sorted({t.name for t in self.missing})
-    if missing:
-      lines.append(
-          f"PROBLEM: {len(missing)} regularization losses are left out of "
-          "the loss a train op minimizes, so weight decay has no effect on "
-          "the variables they regularize.")
+    # Each problem's message says what, which, why and the fix.
     for audit, report, found in problems:
       lines.append(f"PROBLEM in train op '{audit.name}':")
       lines.append(_policy.message(report, found, "audit",
                                    opt_out=_AUDIT_OPT_OUT))
-    if problems:
-      lines.append(_AUDIT_FIX)
-    elif self.unchecked:
+    if not problems and self.unchecked:
       lines.append("UNKNOWN: could not check "
                    f"{len(self.unchecked)} train op(s); see above.")
-    else:
+    elif not problems:
       lines.append("OK: every train op's loss includes the regularization of "
                    "the variables it updates, each once.")
     return "\n".join(lines)

@@ -45,6 +45,7 @@ import tensorflow as tf
 from safetrain import _args
 from safetrain import _errors
 from safetrain import _graph
+from safetrain import _report
 from safetrain import _tape
 from safetrain import _train
 
@@ -60,17 +61,19 @@ __all__ = (
 # script's process which policy to install.
 ON_MISSING_ENV = "SAFETRAIN_RUN_ON_MISSING"
 
-# How the user of each way in turns errors into warnings, for messages.
-_OPT_OUT_RUN = "run the command as `safetrain run --on_missing=warn -- ...`"
-_OPT_OUT_BLOCK = 'pass on_missing="warn" to guard_optimizers'
-_OPT_OUT_WRAPPER = 'pass on_missing="warn" to SafeOptimizer'
+# How the user of each way in changes the policy, for messages.
+_OPT_OUT_RUN = _report.OptOut(
+    "run the command as `safetrain run --on_missing={mode} -- ...`")
+_OPT_OUT_BLOCK = _report.OptOut('pass on_missing="{mode}" to guard_optimizers')
+_OPT_OUT_WRAPPER = _report.OptOut('pass on_missing="{mode}" to SafeOptimizer')
 
 _Optimizer = tf.compat.v1.train.Optimizer
 _ORIGINAL = "_safetrain_original"
 _METHODS = ("compute_gradients", "apply_gradients")
 
 _lock = threading.Lock()
-_policies: List[Tuple[str, str]] = []  # (on_missing, opt_out), innermost last.
+# (on_missing, opt_out), innermost last.
+_policies: List[Tuple[str, _report.OptOut]] = []
 _local = threading.local()
 
 
@@ -198,7 +201,7 @@ def _compute(optimizer, compute, loss, var_list, args, kwargs):
 
 
 def _apply(optimizer, apply, grads_and_vars, global_step, name,
-           on_missing: str, opt_out: str):
+           on_missing: str, opt_out: _report.OptOut):
   """``apply`` (the original ``apply_gradients``), after judging the update."""
   grads_and_vars = list(grads_and_vars)
   losses = (_losses_of_update(optimizer, grads_and_vars) or

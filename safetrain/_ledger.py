@@ -59,6 +59,9 @@ EMBEDDING = "embedding"
 OTHER = "other"
 KINDS = (KERNEL, BIAS, SCALE, OFFSET, EMBEDDING, OTHER)
 
+# ledger() builds nothing, so "add" is not a way out there.
+_LEDGER_OPT_OUT = _report.OptOut('pass on_missing="{mode}"', can_add=False)
+
 TRAINED = "trained"
 FROZEN = "frozen"
 EXCLUDED = "excluded"
@@ -719,5 +722,5 @@ def ledger(target: Any, variables: Optional[Sequence] = None, *,
       else:
         result = _ledger_of_loss(target, variables, optimizer)
   if on_missing is not None:
-    _policy.apply(result.report, on_missing, caller)
+    _policy.apply(result.report, on_missing, caller, opt_out=_LEDGER_OPT_OUT)
   return result

@@ -19,7 +19,11 @@ that never acts all raise under ``"raise"`` and warn under ``"warn"``. Only
 terms left out can be fixed by ``"add"``; the others raise under it.
 """
 
+import dataclasses
 import enum
+import os
+import sys
+import sysconfig
 import warnings
 from typing import Callable, Dict, Optional, Sequence, Tuple, Type
 
@@ -101,15 +105,30 @@ def exit_code(report: Optional[_report.RegularizationReport]) -> int:
   return EXIT_PROBLEM if verdicts(report) else EXIT_OK
 
 
+def _addable(report: _report.RegularizationReport, found: Sequence[Verdict]
+             ) -> Tuple[_report.RegularizationTerm, ...]:
+  """The terms ``"add"`` adds: all left out, when that is all that is wrong.
+
+  () when ``"add"`` cannot fix the update: another verdict, or a term that
+  is blocked or unreachable rather than missing (adding it again would not
+  reach the weights).
+  """
+  if tuple(found) != (Verdict.MISSING,) or not report.missing:
+    return ()
+  addable = tuple(t for t in report.missing if t.status is Status.MISSING)
+  return addable if len(addable) == len(report.missing) else ()
+
+
 def message(report: _report.RegularizationReport, found: Sequence[Verdict],
-            caller: str, opt_out: str = _report.OPT_OUT,
+            caller: str, opt_out: _report.OptOut = _report.OPT_OUT,
             routes: Optional[Callable[[], str]] = None) -> str:
   """Every verdict's message, in order, as one text."""
   parts = []
   for verdict in found:
     if verdict is Verdict.MISSING:
       if report.missing:
-        parts.append(report.missing_message(caller, opt_out))
+        parts.append(report.missing_message(
+            caller, opt_out, addable=bool(_addable(report, found))))
       else:
         parts.append(report.findings_message(
             caller, Finding.ALL_LEFT_OUT, opt_out))
@@ -133,19 +152,18 @@ def message(report: _report.RegularizationReport, found: Sequence[Verdict],
 
 
 def apply(report: _report.RegularizationReport, on_missing: str, caller: str,
-          *, opt_out: str = _report.OPT_OUT,
-          routes: Optional[Callable[[], str]] = None,
-          stacklevel: int = 4) -> Tuple[_report.RegularizationTerm, ...]:
+          *, opt_out: _report.OptOut = _report.OPT_OUT,
+          routes: Optional[Callable[[], str]] = None
+          ) -> Tuple[_report.RegularizationTerm, ...]:
   """Acts on ``report`` as ``on_missing`` says.
 
   Args:
     report: the update's report, with coefficients where they matter.
     on_missing: ``"raise"``, ``"add"`` or ``"warn"`` (see the module doc).
     caller: the function to name in messages.
-    opt_out: how the caller's user turns errors into warnings, for messages.
+    opt_out: how the caller's user changes the policy, for messages.
     routes: builds the text naming where each doubled term is added; called
       only for that message.
-    stacklevel: for the warning, as ``warnings.warn`` takes it.
 
   Returns:
     The terms the caller must add (``"add"``, only terms left out); () when
@@ -158,17 +176,55 @@ def apply(report: _report.RegularizationReport, on_missing: str, caller: str,
   found = verdicts(report)
   if not found:
     return ()
-  if on_missing == "add" and found == (Verdict.MISSING,):
-    addable = tuple(t for t in report.missing if t.status is Status.MISSING)
-    if len(addable) == len(report.missing):
+  if on_missing == "add":
+    addable = _addable(report, found)
+    if addable:
       logging.info("%s: added %d regularization losses that %s left out: "
                    "%s", caller, len(addable), report.loss_name,
                    ", ".join(t.name for t in addable[:5]) +
                    (" ..." if len(addable) > 5 else ""))
       return addable
-  text = message(report, found, caller, opt_out, routes)
   if on_missing == "warn":
+    text = message(report, found, caller,
+                   dataclasses.replace(opt_out, warned=True), routes)
     warnings.warn(text, _errors.MissingRegularizationWarning,
-                  stacklevel=stacklevel)
+                  stacklevel=_user_stacklevel())
     return ()
-  raise _ERRORS[found[0]](text, report, found)
+  raise _ERRORS[found[0]](message(report, found, caller, opt_out, routes),
+                          report, found)
+
+
+# Where the libraries a training step passes through live: a warning names
+# the first frame outside them, the user's line that built the update.
+_LIBRARIES = ("safetrain", "tensorflow", "tf_slim", "keras", "tf_keras")
+
+
+def _library_dirs() -> Tuple[str, ...]:
+  dirs = [sysconfig.get_paths()["stdlib"]]
+  for name in _LIBRARIES:
+    module = sys.modules.get(name)
+    path = getattr(module, "__file__", None)
+    if path:
+      dirs.append(os.path.dirname(path))
+  return tuple(os.path.join(d, "") for d in dirs)
+
+
+def _user_stacklevel() -> int:
+  """``warnings.warn``'s stacklevel, from ``apply``, of the user's frame.
+
+  The first frame not in safetrain, TensorFlow, Keras, tf_slim or the
+  standard library, nor code AutoGraph generated from a traced function
+  (whose caller, the traced call, is named instead); the outermost frame if
+  every one is.
+  """
+  dirs = _library_dirs()
+  frame = sys._getframe(1)  # pylint: disable=protected-access (apply's)
+  level = 1
+  while frame.f_back is not None:
+    name = frame.f_code.co_filename
+    if not (name.startswith(dirs) or name.startswith("<frozen ") or
+            "__autograph_generated_file" in name):
+      break
+    frame = frame.f_back
+    level += 1
+  return level

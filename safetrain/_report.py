@@ -8,7 +8,7 @@ import dataclasses
 import enum
 from typing import Any, Dict, List, Optional, Tuple
 
-__all__ = ("Finding", "FindingKind", "RegularizationReport",
+__all__ = ("Finding", "FindingKind", "OptOut", "RegularizationReport",
            "RegularizationTerm", "Status")
 
 # How many left-out terms a message lists before "... and N more".
@@ -138,9 +138,42 @@ class Finding:
             "variables": list(self.variables), "detail": self.detail}
 
 
-# What a message says to opt out, by default (a Python call); the guard under
-# ``safetrain run`` says its own flag instead.
-OPT_OUT = 'pass on_missing="warn"'
+@dataclasses.dataclass(frozen=True)
+class OptOut:
+  """How the user of one entry point changes the policy, for its messages.
+
+  Attributes:
+    how: the call or command, with ``{mode}`` where the ``on_missing`` value
+      goes: ``'pass on_missing="{mode}"'`` for a Python call; the guard under
+      ``safetrain run`` and the audit name the command's flag instead.
+    can_add: whether ``on_missing="add"`` can fix left-out terms there (not
+      for ``safetrain.ledger``, which builds nothing).
+    warned: the message is a warning the user asked for with
+      ``on_missing="warn"``, so it does not tell them to ask for it again.
+  """
+
+  how: str
+  can_add: bool = True
+  warned: bool = False
+
+  def lines(self, purpose: str, *, add: bool = False) -> List[str]:
+    """What to do without editing the code, and how to keep it ``purpose``.
+
+    Args:
+      purpose: what the warning mode keeps, e.g. "leave them out".
+      add: the verdict is only left-out terms that ``"add"`` can add.
+    """
+    result = []
+    if add and self.can_add:
+      result.append("To add them without changing the loss, "
+                    f"{self.how.format(mode='add')}.")
+    if not self.warned:
+      result.append(f"To {purpose} on purpose, {self.how.format(mode='warn')}.")
+    return result
+
+
+# What a message says to opt out, by default (a Python call).
+OPT_OUT = OptOut('pass on_missing="{mode}"')
 
 # Relative tolerance when comparing coefficients (float32 arithmetic).
 _TOLERANCE = 1e-6
@@ -304,8 +337,12 @@ class RegularizationReport:
     lines.extend(f"                   '{name}'" for name in losses)
     return lines
 
-  def missing_message(self, caller: str, opt_out: str = OPT_OUT) -> str:
-    """The message of MissingRegularizationError: what, which, why, fix."""
+  def missing_message(self, caller: str, opt_out: OptOut = OPT_OUT, *,
+                      addable: bool = False) -> str:
+    """The message of MissingRegularizationError: what, which, why, fix.
+
+    ``addable``: every term is left out in a way ``on_missing="add"`` fixes.
+    """
     missing = self.missing
     lines = [
         f"{caller}: the loss being optimized leaves out {len(missing)} of "
@@ -325,10 +362,10 @@ class RegularizationReport:
     for status in (Status.MISSING, Status.BLOCKED, Status.UNREACHABLE):
       if any(t.status is status for t in missing):
         lines.append(_ADVICE[status])
-    lines.append(f"To leave them out on purpose, {opt_out}.")
+    lines.extend(opt_out.lines("leave them out", add=addable))
     return "\n".join(lines)
 
-  def overcounted_message(self, caller: str, opt_out: str = OPT_OUT,
+  def overcounted_message(self, caller: str, opt_out: OptOut = OPT_OUT,
                           routes: str = "") -> str:
     """The message of DoubleCountedRegularizationError."""
     terms = self.overcounted
@@ -344,10 +381,10 @@ class RegularizationReport:
         "    loss = safetrain.sum_clone_losses(clone_losses)\n"
         "and build a single-device loss with safetrain.total_loss_from(loss),"
         " which never adds a term twice.")
-    lines.append(f"To count them so on purpose, {opt_out}.")
+    lines.extend(opt_out.lines("count them so"))
     return "\n".join(lines)
 
-  def undercounted_message(self, caller: str, opt_out: str = OPT_OUT) -> str:
+  def undercounted_message(self, caller: str, opt_out: OptOut = OPT_OUT) -> str:
     """The message of TooWeakRegularizationError."""
     terms = self.undercounted
     lines = [
@@ -366,10 +403,10 @@ class RegularizationReport:
         "one update:\n"
         "    loss = safetrain.total_loss_from(data_loss)\n"
         "(for clones: safetrain.sum_clone_losses(clone_losses)).")
-    lines.append(f"To count them so on purpose, {opt_out}.")
+    lines.extend(opt_out.lines("count them so"))
     return "\n".join(lines)
 
-  def replica_message(self, caller: str, opt_out: str = OPT_OUT) -> str:
+  def replica_message(self, caller: str, opt_out: OptOut = OPT_OUT) -> str:
     """The message of ReplicaScalingError (N replicas, summed gradients)."""
     n = self.replicas
     lines = [
@@ -385,17 +422,17 @@ class RegularizationReport:
                    f"'{term.name}'")
     lines.append("Fix: in the function given to strategy.run,\n"
                  "    loss = safetrain.replica_total_loss(data_loss)")
-    lines.append(f"To build it so on purpose, {opt_out}.")
+    lines.extend(opt_out.lines("build it so"))
     return "\n".join(lines)
 
-  def ineffective_message(self, caller: str, opt_out: str = OPT_OUT) -> str:
+  def ineffective_message(self, caller: str, opt_out: OptOut = OPT_OUT) -> str:
     """The message of IneffectiveRegularizerError."""
     from safetrain import _keras  # pylint: disable=g-import-not-at-top
-    return (_keras.ineffective_message(caller, list(self.ineffective)) +
-            f"\nTo train without them on purpose, {opt_out}.")
+    return "\n".join([_keras.ineffective_message(
+        caller, list(self.ineffective))] + opt_out.lines("train without them"))
 
   def findings_message(self, caller: str, kind: FindingKind,
-                       opt_out: str = OPT_OUT) -> str:
+                       opt_out: OptOut = OPT_OUT) -> str:
     """The message of a ledger finding's verdict: what, which, why, fix."""
     found = self.found(kind)
     lines = [f"{caller}: {_FINDING_WHAT[kind]}"]
@@ -405,7 +442,7 @@ class RegularizationReport:
       lines.append(f"  ... and {len(found) - MESSAGE_LIMIT} more "
                    "(see error.report.findings)")
     lines.append(_FINDING_FIX[kind])
-    lines.append(f"To keep it so on purpose, {opt_out}.")
+    lines.extend(opt_out.lines("keep it so"))
     return "\n".join(lines)
 
   def _coefficient_lines(self, terms, field: str) -> List[str]:

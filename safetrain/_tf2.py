@@ -291,22 +291,25 @@ class TapeReport(_report.RegularizationReport):
     return super().to_text() + f"\n  {self.rule}"
 
   def missing_message(self, caller: str,
-                      opt_out: str = _report.OPT_OUT) -> str:
-    text = super().missing_message(caller, opt_out)
+                      opt_out: _report.OptOut = _report.OPT_OUT, *,
+                      addable: bool = False) -> str:
+    text = super().missing_message(caller, opt_out, addable=addable)
     advice = _report._ADVICE  # pylint: disable=protected-access
     text = text.replace(advice[_report.Status.MISSING], _MISSING_ADVICE_TF2)
     text = text.replace(advice[_report.Status.BLOCKED], _BLOCKED_ADVICE_TF2)
     return _with_rule(text, self.rule)
 
-  def overcounted_message(self, caller: str, opt_out: str = _report.OPT_OUT,
+  def overcounted_message(self, caller: str,
+                          opt_out: _report.OptOut = _report.OPT_OUT,
                           routes: str = "") -> str:
     text = super().overcounted_message(caller, opt_out, routes)
-    text = text[:text.index("Fix:")] + (self.fix or _OVERCOUNTED_ADVICE_TF2) + (
-        f"\nTo count them so on purpose, {opt_out}.")
+    text = "\n".join([text[:text.index("Fix:")] +
+                      (self.fix or _OVERCOUNTED_ADVICE_TF2)] +
+                     opt_out.lines("count them so"))
     return _with_rule(text, self.rule)
 
   def undercounted_message(self, caller: str,
-                           opt_out: str = _report.OPT_OUT) -> str:
+                           opt_out: _report.OptOut = _report.OPT_OUT) -> str:
     return _with_rule(super().undercounted_message(caller, opt_out),
                       self.rule)
 
@@ -334,7 +337,7 @@ def act(report: _report.RegularizationReport, on_missing: str,
   Errors are marked to pass through AutoGraph unchanged.
   """
   try:
-    added = _policy.apply(report, on_missing, caller, stacklevel=5)
+    added = _policy.apply(report, on_missing, caller)
   except _errors.RegularizationError as e:
     raise passed_through(e) from None
   return tuple(added)

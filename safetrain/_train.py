@@ -75,7 +75,7 @@ def update_report(losses: Sequence, variables: Sequence, *,
 
 def judge(losses: Sequence, report: _report.RegularizationReport,
           on_missing: str, caller: str, *,
-          opt_out: str = _report.OPT_OUT) -> Sequence:
+          opt_out: _report.OptOut = _report.OPT_OUT) -> Sequence:
   """``_policy.apply`` for ``report``, naming the routes of doubled terms."""
   return _policy.apply(
       report, on_missing, caller, opt_out=opt_out,
@@ -84,7 +84,7 @@ def judge(losses: Sequence, report: _report.RegularizationReport,
 
 def enforce(loss, variables_to_train: Optional[Iterable], on_missing: str,
             caller: str, *, expected_coefficient: Optional[float] = 1.0,
-            opt_out: str = _report.OPT_OUT):
+            opt_out: _report.OptOut = _report.OPT_OUT):
   """Checks ``loss`` and acts on the verdict as ``on_missing`` says.
 
   Returns the loss to optimize: ``loss`` itself, or with ``on_missing="add"``
@@ -305,7 +305,8 @@ def check_train_op(train_op, on_missing: str, caller: str) -> None:
 
 
 def check_update(losses: Sequence, variable_ops: Sequence, on_missing: str,
-                 caller: str, *, opt_out: str = _report.OPT_OUT) -> Sequence:
+                 caller: str, *,
+                 opt_out: _report.OptOut = _report.OPT_OUT) -> Sequence:
   """Judges the losses of one update that changes ``variable_ops``.
 
   Returns the terms to add (``on_missing="add"``), for a caller that can

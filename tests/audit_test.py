@@ -73,7 +73,15 @@ class SeedScriptTest(absltest.TestCase):
     text = result.to_text()
     for name in _SEED_REGULARIZERS:
       self.assertRegex(text, rf"missing +{re.escape(name)} .*<- LEFT OUT")
-    self.assertIn("PROBLEM: 2 regularization losses are left out", text)
+    self.assertIn("PROBLEM in train op 'train_op/control_dependency':\n"
+                  "audit: the loss being optimized leaves out 2 of 2", text)
+    # One fix, then the two ways out for a script one cannot change.
+    self.assertEqual(text.count("Fix:"), 1, text)
+    self.assertTrue(text.endswith(
+        "To add them without changing the loss, run the script as "
+        "`safetrain run --on_missing=add -- python train.py ...`.\n"
+        "To leave them out on purpose, run the script as "
+        "`safetrain run --on_missing=warn -- python train.py ...`."), text)
     data = result.to_dict()
     self.assertEqual(data["exit_code"], 1)
     self.assertEqual(data["missing"], sorted(_SEED_REGULARIZERS))
@@ -146,6 +154,8 @@ class StatusesTest(parameterized.TestCase):
     text = result.to_text()
     self.assertIn("<- COUNTED x2", text)
     self.assertIn("more often than once", text)
+    # "add" adds left-out terms; it cannot fix a doubled one.
+    self.assertNotIn("--on_missing=add", text)
     self.assertFalse(result.to_dict()["ok"])
     self.assertEqual(result.to_dict()["verdicts"], ["doubled"])
 
@@ -158,6 +168,8 @@ class StatusesTest(parameterized.TestCase):
     self.assertEqual(report.loss_name, "loss_with_frozen_decay:0")
     self.assertEqual({t.status for t in report.terms}, {Status.BLOCKED})
     self.assertEqual(result.exit_code, 1)
+    # Adding a blocked term again would not reach the weights either.
+    self.assertNotIn("--on_missing=add", result.to_text())
 
   @parameterized.named_parameters(("binary", False), ("text", True))
   def test_train_op_found_from_apply_ops_without_collection(self, as_text):

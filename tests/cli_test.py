@@ -84,7 +84,8 @@ class AuditCommandTest(parameterized.TestCase):
     self.assertEqual(status, 1)
     self.assertRegex(out, r"missing +conv1/kernel/Regularizer/l2_regularizer:0 "
                      r"+conv1/weights +<- LEFT OUT")
-    self.assertIn("PROBLEM: 2 regularization losses are left out", out)
+    self.assertIn("PROBLEM in train op 'train_op/control_dependency':\n"
+                  "audit: the loss being optimized leaves out 2 of 2", out)
 
   def test_fixed_run_exits_0_with_json(self):
     status, out, _ = _call(["safetrain", "audit", "--format=json",
@@ -235,6 +236,7 @@ class RunCommandTest(absltest.TestCase):
         r"regularization losses")
     # The opt-out is spelled as this command line takes it.
     self.assertIn("safetrain run --on_missing=warn", result.stderr)
+    self.assertIn("safetrain run --on_missing=add", result.stderr)
     self.assertNotIn('on_missing="warn"', result.stderr)
     self.assertIn("'conv1/kernel/Regularizer/l2_regularizer:0'", result.stderr)
     self.assertNotIn("nothing was checked", result.stderr)
