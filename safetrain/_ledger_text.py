@@ -16,6 +16,11 @@ _KIND = {"kernel": "kernel", "bias": "bias", "normalization scale": "scale",
          "other": "other"}
 
 
+# What the number after "L2" is, since the regularizers scale it two ways.
+_L2_NOTE = ("  L2 c: the term is c*sum(w^2); slim.l2_regularizer(s) gives "
+            "c = s/2, Keras L2(s) c = s")
+
+
 def _cut(text: str, width: int) -> str:
   if len(text) <= width:
     return text
@@ -103,6 +108,9 @@ def render(ledger, width: int = 100) -> str:
                           ).rstrip())
   for note, mark in notes.items():
     lines.append(f"  {mark + ' ' if mark else ''}{note}")
+  if any(m.kind == "L2" and m.l2 is not None
+         for r in rows for m in r.mechanisms):
+    lines.append(_L2_NOTE)
   frozen_by = sorted({r.by for r in rows if r.by})
   if frozen_by:
     lines.append(f"  frozen/excluded by: {', '.join(frozen_by)}")

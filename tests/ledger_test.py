@@ -518,6 +518,9 @@ class CommandLineTest(parameterized.TestCase):
     self.assertRegex(out, r"conv1/weights +3x3x1x4 +kernel +trained +"
                      r"L2 0\.005 +0\.999\n")
     self.assertIn("formula: 1 - lr*2c", out)
+    # slim.l2_regularizer(0.01) shows as L2 0.005: the table says why.
+    self.assertIn("L2 c: the term is c*sum(w^2); slim.l2_regularizer(s) gives "
+                  "c = s/2", out)
     table = out[out.index("ledger of"):]
     self.assertLessEqual(max(len(line) for line in table.splitlines()), 100)
     status, plain = self._call(["safetrain", "audit", path])
