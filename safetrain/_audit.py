@@ -122,6 +122,7 @@ def _parse(data: bytes, path: str) -> meta_graph_pb2.MetaGraphDef:
     meta_graph_def.ParseFromString(data)
   except (_pb_message.DecodeError, RuntimeError, ValueError) as binary_error:
     reason = f"not a binary MetaGraphDef ({_first_line(binary_error)})"
+    _refuse_graph_def(data, path)
     try:
       text = data.decode("utf-8")
     except UnicodeDecodeError:
@@ -138,11 +139,45 @@ def _parse(data: bytes, path: str) -> meta_graph_pb2.MetaGraphDef:
           f"audit: {path} is not a MetaGraph file: {reason}, nor a text "
           "MetaGraphDef.", path) from None
   if not meta_graph_def.graph_def.node:
+    _refuse_graph_def(data, path)
     raise AuditInputError(
         f"audit: {path} is not a MetaGraph file: it parses, but holds no "
         "graph (no nodes). Pass the model.ckpt-N.meta file slim writes.",
         path)
   return meta_graph_def
+
+
+def _refuse_graph_def(data: bytes, path: str) -> None:
+  """AuditInputError, saying so, when ``data`` is a GraphDef with nodes.
+
+  slim's ``graph.pbtxt`` (and a frozen ``.pb``) is a GraphDef: the ops
+  without the collections (REGULARIZATION_LOSSES, the train op) the audit
+  reads, so it cannot be audited; the MetaGraph beside it can.
+  """
+  graph_def = tf.compat.v1.GraphDef()
+  try:
+    graph_def.ParseFromString(data)
+  except (_pb_message.DecodeError, RuntimeError, ValueError):
+    graph_def.Clear()
+    try:
+      text_format.Parse(data.decode("utf-8"), graph_def)
+    except (UnicodeDecodeError, text_format.ParseError,
+            _pb_message.DecodeError, RuntimeError, ValueError):
+      return
+  if not graph_def.node or not all(n.op for n in graph_def.node):
+    return
+  directory = os.path.dirname(path) or "."
+  try:
+    beside = any(e.endswith(".meta") for e in os.listdir(directory))
+  except OSError:
+    beside = False
+  instead = (f"the training directory ({directory}), whose newest "
+             "model.ckpt-N.meta is taken" if beside else
+             "the model.ckpt-N.meta file slim writes beside each checkpoint")
+  raise AuditInputError(
+      f"audit: {path} is a GraphDef, not a MetaGraph: it holds the ops but "
+      "not the collections (REGULARIZATION_LOSSES, the train op) the audit "
+      f"reads. Pass {instead}.", path)
 
 
 def _first_line(error: BaseException) -> str:
@@ -240,6 +275,11 @@ def load_meta_graph(path: str) -> Tuple[tf.Graph, meta_graph_pb2.MetaGraphDef,
     raise AuditInputError(
         f"audit: {meta_path} is not a valid graph: {disallowed}.", meta_path)
   graph = tf.Graph()
+  # TensorFlow's deprecation notices for what the saved graph uses (a
+  # QueueRunner, say) speak to the script's author, not to the audit's user.
+  logger = tf.get_logger()
+  level = logger.level
+  logger.setLevel("ERROR")
   try:
     with graph.as_default():
       # Builds Operation objects from the protobuf; runs nothing, restores
@@ -251,6 +291,8 @@ def load_meta_graph(path: str) -> Tuple[tf.Graph, meta_graph_pb2.MetaGraphDef,
     raise AuditInputError(
         f"audit: cannot import the graph in {meta_path}: "
         f"{type(e).__name__}: {_first_line(e)}", meta_path) from None
+  finally:
+    logger.setLevel(level)
   _check_collections(graph, meta_path)
   return graph, meta_graph_def, meta_path
 

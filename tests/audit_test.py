@@ -327,6 +327,23 @@ class BadInputTest(absltest.TestCase):
     self.assert_bad(self._write("notes.meta", b"just some notes\n"),
                     r"is not a MetaGraph file")
 
+  def test_graph_def_says_what_it_is_and_what_to_pass(self):
+    # slim's Supervisor writes graph.pbtxt, a text GraphDef, into the train
+    # directory: the ops, not the collections the audit reads.
+    with tf.Graph().as_default() as graph:
+      _model()
+      graph_def = graph.as_graph_def()
+    tf.io.write_graph(graph_def, self.directory, "graph.pbtxt", as_text=True)
+    tf.io.write_graph(graph_def, self.directory, "frozen.pb", as_text=False)
+    for name in ("graph.pbtxt", "frozen.pb"):
+      self.assert_bad(os.path.join(self.directory, name),
+                      r"is a GraphDef, not a MetaGraph: .*REGULARIZATION_LOSSES"
+                      r".* Pass the model\.ckpt-N\.meta file slim writes")
+    shutil.copy(self.seed_meta, self.directory)
+    self.assert_bad(os.path.join(self.directory, "graph.pbtxt"),
+                    r"is a GraphDef, not a MetaGraph: .* Pass the training "
+                    rf"directory \({re.escape(self.directory)}\)")
+
   def test_empty_file(self):
     self.assert_bad(self._write("empty.meta", b""), r"is empty, not a MetaGraph")
 

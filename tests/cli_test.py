@@ -16,6 +16,7 @@ from absl.testing import absltest
 from absl.testing import flagsaver
 from absl.testing import parameterized
 import pytest
+import tensorflow as tf
 
 import audit_testdata
 import safetrain
@@ -127,6 +128,30 @@ class AuditCommandTest(parameterized.TestCase):
     self.assertEqual(out, "")
     self.assertRegex(err, r"^safetrain: .*" + pattern)
     self.assertIn("Try 'safetrain --help'.", err)
+
+  @pytest.mark.slow
+  def test_audit_prints_no_deprecation_notice_of_the_graph(self):
+    # A queue-fed graph (slim's input pipelines): importing it calls the
+    # deprecated QueueRunner.__init__, whose notice TensorFlow prints (twice,
+    # under absl) once per process. It is for the script, not the audit.
+    directory = tempfile.mkdtemp()
+    self.addCleanup(shutil.rmtree, directory)
+    path = os.path.join(directory, "queued.meta")
+    with tf.Graph().as_default():
+      queue = tf.queue.FIFOQueue(4, tf.float32, shapes=[[]])
+      tf.compat.v1.train.add_queue_runner(tf.compat.v1.train.QueueRunner(
+          queue, [queue.enqueue([1.0])]))
+      weight = tf.compat.v1.get_variable(
+          "w", [], regularizer=tf.keras.regularizers.L2(0.1))
+      loss = queue.dequeue() * weight + tf.add_n(
+          tf.compat.v1.losses.get_regularization_losses())
+      tf.compat.v1.train.GradientDescentOptimizer(0.1).minimize(loss)
+      tf.compat.v1.train.export_meta_graph(filename=path)
+    result = subprocess.run([_SCRIPT, "audit", path], capture_output=True,
+                            text=True, timeout=300, env=_env(), check=False)
+    self.assertEqual(result.returncode, 0, result.stderr[-2000:])
+    self.assertIn("OK: every train op's loss includes", result.stdout)
+    self.assertNotIn("deprecated", result.stderr)
 
   @pytest.mark.slow
   def test_installed_script_audits(self):
