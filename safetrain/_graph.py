@@ -11,10 +11,13 @@ are unhashable when TF2 behaviour is on, operations are not.
 """
 
 import collections
+import weakref
 from typing import (Any, Callable, Dict, FrozenSet, Iterable, Iterator, List,
                     Optional, Set, Tuple)
 
 import tensorflow as tf
+# A called function's body, as a graph of its own, to walk it.
+from tensorflow.python.framework import function_def_to_graph as _fdef_to_graph
 # The gradient registry is the only place that says whether TensorFlow can
 # differentiate an op; tf.gradients consults the same function.
 from tensorflow.python.framework import ops as _tf_ops
@@ -143,6 +146,58 @@ def op_is_differentiable(op) -> bool:
     return False
 
 
+# Per graph, per called function: for each output, the inputs it sends a
+# gradient to (None where the body cannot be read).
+_CallInputs = Optional[Tuple[FrozenSet[int], ...]]
+_call_inputs_cache: "weakref.WeakKeyDictionary[Any, Dict[str, _CallInputs]]" = (
+    weakref.WeakKeyDictionary())
+
+
+def call_gradient_inputs(op) -> _CallInputs:
+  """For a ``tf.function`` call, the inputs each output's gradient reaches.
+
+  The body is walked as the outer graph is, so a ``tf.stop_gradient`` (or an
+  integer cast, ...) inside the function blocks as it would outside it:
+  TensorFlow's gradient of the call sends zeros to such an input. None when
+  the body cannot be read (then every float input counts as reached).
+  """
+  try:
+    name = op.get_attr("f").name
+  except (ValueError, AttributeError):
+    return None
+  graph = op.graph
+  cache = _call_inputs_cache.setdefault(graph, {})
+  if name in cache:
+    return cache[name]
+  cache[name] = None  # A function that (indirectly) calls itself.
+  result: _CallInputs = None
+  function = None
+  library = graph
+  while function is None and library is not None:
+    # A body read here knows none of the functions it calls; the graph it
+    # was called from (its outer graph, and that one's) does.
+    function = library._get_function(name)  # pylint: disable=protected-access
+    library = getattr(library, "outer_graph", None)
+  definition = getattr(function, "definition", None)
+  if definition is not None:
+    try:
+      with graph.as_default():
+        body = _fdef_to_graph.function_def_to_graph(definition)
+    except Exception:  # pylint: disable=broad-except
+      body = None  # An unreadable body: judged as before, by its inputs.
+    if (body is not None and len(body.inputs) == len(op.inputs) and
+        len(body.outputs) == len(op.outputs)):
+      positions = {key(t): i for i, t in enumerate(body.inputs)}
+      masks = []
+      for output in body.outputs:
+        walk = Walk([output], differentiable=True)
+        masks.append(frozenset(i for k, i in positions.items()
+                               if k in walk.reached))
+      result = tuple(masks)
+  cache[name] = result
+  return result
+
+
 def _data_inputs(op, differentiable: bool):
   if not differentiable:
     return op.inputs
@@ -168,7 +223,12 @@ class Walk:
     self.differentiable = differentiable
     self.reached: Set[TensorKey] = set()
     self.ops: Set[tf.Operation] = set()
-    queue: "collections.deque[tf.Operation]" = collections.deque()
+    # Ops to visit, and (call, output index) pairs: a differentiable walk
+    # enters a tf.function call per output, whose gradients reach different
+    # inputs. ``calls`` holds each call met so far with its per-output inputs.
+    queue: "collections.deque[Any]" = collections.deque()
+    calls: Dict[tf.Operation, Tuple[FrozenSet[int], ...]] = {}
+    entered: Set[TensorKey] = set()
     for tensor in starts:
       if differentiable and not carries_gradient(tensor.dtype):
         continue
@@ -176,16 +236,36 @@ class Walk:
       queue.append(tensor.op)
     reached, ops = self.reached, self.ops
     while queue:
-      op = queue.popleft()
-      if op in ops:
-        continue
-      ops.add(op)
-      if stop_at is not None and op in stop_at:
-        continue
-      for tensor in _data_inputs(op, differentiable):
-        reached.add((tensor.op, tensor.value_index))
-        if tensor.op not in ops:
-          queue.append(tensor.op)
+      item = queue.popleft()
+      if item.__class__ is tuple:
+        if item in entered:
+          continue
+        entered.add(item)
+        call, index = item
+        inputs = [call.inputs[i] for i in calls[call][index]]
+        inputs = [t for t in inputs if carries_gradient(t.dtype)]
+      else:
+        op = item
+        if op in ops:
+          continue
+        ops.add(op)
+        if stop_at is not None and op in stop_at:
+          continue
+        if differentiable and op.type in FUNCTION_CALL_OPS:
+          masks = call_gradient_inputs(op)
+          if masks is not None:
+            calls[op] = masks
+            queue.extend((op, i) for i in range(len(op.outputs))
+                         if (op, i) in reached)
+            continue
+        inputs = _data_inputs(op, differentiable)
+      for tensor in inputs:
+        producer = tensor.op
+        reached.add((producer, tensor.value_index))
+        if producer in calls:
+          queue.append((producer, tensor.value_index))
+        elif producer not in ops:
+          queue.append(producer)
 
   def __contains__(self, tensor_key: TensorKey) -> bool:
     return tensor_key in self.reached

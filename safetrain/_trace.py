@@ -125,7 +125,7 @@ def _loss_from_seed(graph, prefix: str) -> Optional[tf.Tensor]:
       if op not in forward:
         forward.append(op)
   if len(forward) == 1:
-    return _float_scalar(forward[0])
+    return _seeded_output(forward[0], prefix)
   if not forward:
     return None
   common = None
@@ -144,6 +144,25 @@ def _has_op(graph, name: str) -> bool:
   except (KeyError, ValueError):
     return False
   return True
+
+
+def _seeded_output(op, prefix: str) -> Optional[tf.Tensor]:
+  """The float scalar output of ``op`` that the gradient under ``prefix``
+  starts from.
+
+  A ``tf.function`` call's gradient takes one for every output: TensorFlow
+  gives each output that is not the loss zeros (a ``ZerosLike`` of it, under
+  the same prefix), so the loss is the one output without.
+  """
+  outputs = [t for t in op.outputs if t.dtype.base_dtype.is_floating and
+             t.shape.ndims in (0, None)]
+  if len(outputs) > 1:
+    seeded = [t for t in outputs if not any(
+        c.type == "ZerosLike" and c.name.startswith(prefix + "/")
+        for c in t.consumers())]
+    if len(seeded) == 1:
+      return seeded[0]
+  return outputs[0] if outputs else None
 
 
 def _float_scalar(op) -> Optional[tf.Tensor]:

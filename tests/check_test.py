@@ -226,6 +226,43 @@ def tf_function_missing():
   return double(helpers.cross_entropy()), None
 
 
+def tf_function_stop_gradient():
+  # The stop-gradient is inside the function: TensorFlow's gradient of the
+  # call sends zeros to ``b``.
+  @tf.function
+  def add_frozen(a, b):
+    return a + tf.stop_gradient(b)
+  return add_frozen(helpers.cross_entropy(), _reg_sum()), None
+
+
+def tf_function_nested_stop_gradient():
+  @tf.function
+  def frozen(b):
+    return tf.stop_gradient(b)
+
+  @tf.function
+  def add(a, b):
+    return a + frozen(b) * 1.0
+  return add(helpers.cross_entropy(), _reg_sum()), None
+
+
+def tf_function_other_output():
+  # Both go in; only the first output, the data loss, is optimized.
+  @tf.function
+  def both(a, b):
+    return a * 1.0, b * 1.0
+  data, _ = both(helpers.cross_entropy(), _reg_sum())
+  return data, None
+
+
+def tf_function_second_output():
+  @tf.function
+  def both(a, b):
+    return tf.stop_gradient(b), a + b
+  _, total = both(helpers.cross_entropy(), _reg_sum())
+  return total, None
+
+
 def duplicated_in_collection():
   loss = helpers.cross_entropy()
   first = helpers.regularization()[0]
@@ -285,6 +322,10 @@ SCENARIOS = (
     (v2_control_flow_missing, (M, M), False),
     (tf_function_included, (I, I), True),
     (tf_function_missing, (M, M), False),
+    (tf_function_stop_gradient, (B, B), False),
+    (tf_function_nested_stop_gradient, (B, B), False),
+    (tf_function_other_output, (B, B), False),
+    (tf_function_second_output, (I, I), True),
     (duplicated_in_collection, (I, I), True),
     (unregularized, (), True),
     (cond_branch_layer, (U,), False),

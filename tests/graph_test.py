@@ -107,5 +107,51 @@ class WalkTest(absltest.TestCase):
       self.assertIn(_graph.key(a), _graph.Walk([b], differentiable=False))
 
 
+class FunctionCallTest(absltest.TestCase):
+  """A tf.function called in a graph: its body decides, per output."""
+
+  def _call(self):
+    x = tf.compat.v1.placeholder(tf.float32, [], name="x")
+    y = tf.compat.v1.placeholder(tf.float32, [], name="y")
+
+    @tf.function
+    def frozen(value):
+      return tf.stop_gradient(value)
+
+    @tf.function
+    def pair(a, b):
+      return a + frozen(b), b * 2.0
+    return x, y, pair(x, y)
+
+  def test_each_output_reaches_the_inputs_its_gradient_reaches(self):
+    with tf.Graph().as_default() as graph:
+      x, y, (first, second) = self._call()
+      version = graph.version
+      self.assertEqual(_graph.call_gradient_inputs(first.op),
+                       (frozenset({0}), frozenset({1})))
+      self.assertEqual(graph.version, version)  # Read, never changed.
+      walk = _graph.Walk([first], differentiable=True)
+      self.assertIn(_graph.key(x), walk)
+      self.assertNotIn(_graph.key(y), walk)  # A stop-gradient in the body.
+      self.assertIn(_graph.key(y), _graph.Walk([second], differentiable=True))
+      self.assertIn(_graph.key(y), _graph.Walk([first], differentiable=False))
+      # As tf.gradients has it: y's gradient through the first output is 0.
+      grad_x, grad_y = tf.gradients(first, [x, y])
+      with tf.compat.v1.Session() as session:
+        self.assertEqual(session.run([grad_x, grad_y], {x: 1.0, y: 1.0}),
+                         [1.0, 0.0])
+
+  def test_a_body_that_cannot_be_read_counts_every_float_input(self):
+    with tf.Graph().as_default() as graph:
+      x, y, (first, _) = self._call()
+      name = first.op.get_attr("f").name
+      real = graph._get_function  # pylint: disable=protected-access
+      graph._get_function = lambda n: None if n == name else real(n)  # pylint: disable=protected-access
+      self.assertIsNone(_graph.call_gradient_inputs(first.op))
+      walk = _graph.Walk([first], differentiable=True)
+      self.assertIn(_graph.key(x), walk)
+      self.assertIn(_graph.key(y), walk)
+
+
 if __name__ == "__main__":
   absltest.main()

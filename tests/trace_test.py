@@ -82,6 +82,20 @@ class TraceTest(parameterized.TestCase):
       self.assertEqual(trace.variables, ("body/biases", "body/weights",
                                          "head/biases", "head/weights"))
 
+  def test_the_loss_is_the_output_of_a_function_call_that_is_optimized(self):
+    # A tf.function's gradient takes one per output: the other outputs get
+    # zeros, so the optimized one is told apart from its siblings.
+    with tf.Graph().as_default() as graph:
+      weights = tf.compat.v1.get_variable("w", [3])
+
+      @tf.function
+      def two(v):
+        return tf.reduce_sum(v), tf.reduce_sum(tf.square(v))
+      first, second = two(weights)
+      tf.compat.v1.train.GradientDescentOptimizer(0.1).minimize(second)
+      (train_op,) = _trace.find_train_ops(graph)
+      self.assertEqual(_trace.trace_train_op(train_op).losses, (second,))
+
   def test_global_step_increment_is_not_a_second_train_op(self):
     # apply_gradients puts the global step's AssignAdd into the train_op
     # collection beside slim's train op; it is part of that train op.
