@@ -1,7 +1,8 @@
 """Pure graph walking: which tensors a tensor depends on, and how.
 
-Everything here reads a ``tf.Graph`` and never changes it: no ops are created,
-no collection is touched, no session runs. A walk follows *data* inputs only
+Everything here reads a ``tf.Graph`` and never changes it: no ops are created
+in it, no collection is touched, no session runs (a called ``tf.function``'s
+body is read into a graph of its own). A walk follows *data* inputs only
 (a control dependency adds nothing to a value) and, in its differentiable
 form, only the edges a gradient can flow along, which is what decides whether
 a regularization loss takes part in training.
