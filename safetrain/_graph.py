@@ -243,8 +243,8 @@ class Walk:
           continue
         entered.add(item)
         call, index = item
-        inputs = [call.inputs[i] for i in calls[call][index]]
-        inputs = [t for t in inputs if carries_gradient(t.dtype)]
+        inputs = [t for t in (call.inputs[i] for i in calls[call][index])
+                  if carries_gradient(t.dtype)]
       else:
         op = item
         if op in ops:

@@ -154,8 +154,7 @@ def _seeded_output(op, prefix: str) -> Optional[tf.Tensor]:
   gives each output that is not the loss zeros (a ``ZerosLike`` of it, under
   the same prefix), so the loss is the one output without.
   """
-  outputs = [t for t in op.outputs if t.dtype.base_dtype.is_floating and
-             t.shape.ndims in (0, None)]
+  outputs = _float_scalars(op)
   if len(outputs) > 1:
     seeded = [t for t in outputs if not any(
         c.type == "ZerosLike" and c.name.startswith(prefix + "/")
@@ -165,11 +164,14 @@ def _seeded_output(op, prefix: str) -> Optional[tf.Tensor]:
   return outputs[0] if outputs else None
 
 
+def _float_scalars(op) -> List[tf.Tensor]:
+  return [t for t in op.outputs
+          if t.dtype.base_dtype.is_floating and t.shape.ndims in (0, None)]
+
+
 def _float_scalar(op) -> Optional[tf.Tensor]:
-  for tensor in op.outputs:
-    if tensor.dtype.base_dtype.is_floating and tensor.shape.ndims in (0, None):
-      return tensor
-  return None
+  outputs = _float_scalars(op)
+  return outputs[0] if outputs else None
 
 
 def _losses_of_prefixes(graph, prefixes: List[str]) -> List[tf.Tensor]:
