@@ -53,7 +53,7 @@ def main(argv):
     train_op = build(_FIXED.value, _WEIGHT_DECAY.value)
     slim.learning.train(train_op, _LOGDIR.value,
                         number_of_steps=_STEPS.value,
-                        save_summaries_secs=3600, save_interval_secs=3600)
+                        save_summaries_secs=3600, save_interval_secs=0)
   print("seed script finished")
 
 
@@ -71,6 +71,12 @@ def write_seed_script(directory: str) -> str:
 
 # slim.learning.train drives a tf.compat.v1.train.Supervisor, which needs
 # eager execution off for the whole process, so the runs happen in a child.
+# save_interval_secs=0 turns off the Supervisor's checkpoint thread. With it
+# on, the thread saves model.ckpt-0 as training starts while the main thread
+# saves model.ckpt-2 at the end; on a loaded machine ckpt-0.meta can be
+# written last (it was, once, in CI on TF 2.20 with Python 3.13), and the
+# newest .meta in the directory then depends on thread timing. Now slim's
+# final save, at step 2, is the only one.
 _DRIVER = r"""
 import os, runpy, sys
 import tensorflow as tf
@@ -83,7 +89,7 @@ for name, fixed in (("buggy", False), ("fixed", True)):
   with tf.Graph().as_default():
     train_op = seed["build"](fixed, 0.001)
     slim.learning.train(train_op, logdir, number_of_steps=2,
-                        save_summaries_secs=3600, save_interval_secs=3600)
+                        save_summaries_secs=3600, save_interval_secs=0)
 """
 
 
