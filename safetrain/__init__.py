@@ -8,11 +8,15 @@ at graph-build time. ``import safetrain.slim as slim`` is a drop-in for
 on current TensorFlow (see ``safetrain._compat``).
 """
 
+from safetrain import _quiet
+
+_quiet.apply()  # Before TensorFlow loads; the safetrain command only.
+
+# pylint: disable=g-import-not-at-top,g-bad-import-order
 from safetrain import _compat
 
 _compat.apply()
 
-# pylint: disable=g-import-not-at-top,g-bad-import-order
 from safetrain._audit import AuditResult
 from safetrain._audit import audit_meta_graph
 from safetrain._check import check_regularization

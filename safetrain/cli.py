@@ -51,6 +51,7 @@ from absl import logging
 from safetrain import _args
 from safetrain import _audit
 from safetrain import _guard
+from safetrain import _quiet
 from safetrain._run_hook import sitecustomize
 
 __all__ = ("main", "run", "run_command")
@@ -175,7 +176,7 @@ def run_command(command: Sequence[str], on_missing: str = "raise") -> int:
                       "'safetrain run -- python train.py'.")
   directory = tempfile.mkdtemp(prefix="safetrain_run_")
   try:
-    env = dict(os.environ)
+    env = _quiet.child_environ(os.environ)  # The user's, as they had it.
     env[_guard.ON_MISSING_ENV] = on_missing
     env[sitecustomize.MARKERS_ENV] = directory  # The hook's marker files.
     env["PYTHONPATH"] = os.pathsep.join(

@@ -166,6 +166,37 @@ class AuditCommandTest(parameterized.TestCase):
         "conv1/kernel/Regularizer/l2_regularizer:0",
         "logits/kernel/Regularizer/l2_regularizer:0"])
 
+  @pytest.mark.slow
+  def test_command_prints_its_result_without_tensorflow_start_up_lines(self):
+    # TensorFlow's C++ INFO lines (CPU features, oneDNN) came before every
+    # command's output; they are off in the command's own process unless the
+    # user set TF_CPP_MIN_LOG_LEVEL, and `run` hands the command it starts
+    # the user's environment.
+    env = dict(os.environ)
+    env.pop("TF_CPP_MIN_LOG_LEVEL", None)
+    buggy = audit_testdata.seed_runs()["buggy"]
+    for command in ([_SCRIPT, "audit", buggy],
+                    [sys.executable, "-m", "safetrain", "audit", buggy]):
+      result = subprocess.run(command, capture_output=True, text=True,
+                              timeout=300, env=env, check=False)
+      self.assertEqual(result.returncode, 1, result.stderr[-2000:])
+      self.assertIn("PROBLEM in train op", result.stdout)
+      self.assertEqual(result.stderr, "")
+    show = "import os; print(os.environ.get('TF_CPP_MIN_LOG_LEVEL'))"
+    for users, child_sees in ((None, "None"), ("0", "0")):
+      env.pop("TF_CPP_MIN_LOG_LEVEL", None)
+      if users is not None:
+        env["TF_CPP_MIN_LOG_LEVEL"] = users
+      result = subprocess.run(
+          [_SCRIPT, "run", "--", sys.executable, "-c", show],
+          capture_output=True, text=True, timeout=300, env=env, check=False)
+      self.assertEqual(result.returncode, 0, result.stderr[-2000:])
+      self.assertEqual(result.stdout, child_sees + "\n")
+      if users is None:
+        self.assertEqual(
+            result.stderr, "safetrain run: warning: the command never loaded "
+            "TensorFlow's TF1 optimizers; nothing was checked.\n")
+
 
 _CHILD = r"""
 import json, os, sys
