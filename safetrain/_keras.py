@@ -44,6 +44,7 @@ thereby a regularizer.
 import dataclasses
 import functools
 import gc
+import inspect
 import re
 import sys
 import weakref
@@ -128,6 +129,16 @@ def _wrap_init(cls) -> None:
       _hold(self, tf.compat.v1.get_default_graph())
 
   setattr(__init__, "_safetrain_registers", True)  # noqa: B010 (for mypy)
+  # The wrapper must look like the original to every inspection: Keras 3's
+  # Operation.__new__ reads a layer class's __init__ with getfullargspec,
+  # which does not follow __wrapped__, and binds the call with signature,
+  # which does. With (*args, **kwargs) on one side and the original's
+  # parameters on the other, a Layer subclass without an __init__ of its own
+  # failed to construct (KeyError: 'args').
+  try:
+    __init__.__signature__ = inspect.signature(original)  # type: ignore[attr-defined]
+  except (TypeError, ValueError):
+    pass  # No signature to copy; nothing inspects one either.
   cls.__init__ = __init__
 
 

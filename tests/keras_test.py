@@ -7,6 +7,7 @@ TF 2.16+, Keras 2 on TF 2.15), ``keras`` and ``tf_keras`` (Keras 2).
 import gc
 import importlib
 import importlib.util
+import inspect
 import os
 import warnings
 
@@ -440,6 +441,37 @@ class NoFalsePositiveTest(parameterized.TestCase):
     self.assertEqual(result.exit_code, 0, result.to_text())
     imported, _, _ = _audit.load_meta_graph(path)
     self.assertEmpty(_keras.saved_terms(imported))
+
+
+class UserLayerTest(parameterized.TestCase):
+  """Layers of the user's own still work once safetrain records layers."""
+
+  @parameterized.parameters(*_KERAS)
+  def test_a_layer_subclass_without_its_own_init(self, name):
+    # safetrain wraps Layer.__init__ to record layers. Keras 3 reads the
+    # __init__ of a subclass that defines none with getfullargspec (the
+    # wrapper's *args, **kwargs) and binds it with signature (the
+    # original's): Scale(name=...) raised KeyError: 'args' inside Keras.
+    keras = _keras_module(name)
+    _keras.live_layers()  # Starts recording, as any check of Keras does.
+
+    class Scale(keras.layers.Layer):
+
+      def build(self, input_shape):
+        self.w = self.add_weight(name="w", shape=(input_shape[-1],),
+                                 initializer="ones")
+
+      def call(self, inputs):
+        return inputs * self.w
+
+    for layer in (Scale(), Scale(name="scale", trainable=False)):
+      layer(tf.ones([1, 3]))
+      self.assertIn(layer, _keras.live_layers())
+    self.assertEqual(layer.get_config()["name"], "scale")
+    self.assertFalse(layer.get_config()["trainable"])
+    self.assertEqual(inspect.signature(keras.layers.Layer.__init__),
+                     inspect.signature(inspect.unwrap(
+                         keras.layers.Layer.__init__)))
 
 
 class AuditTest(parameterized.TestCase):
