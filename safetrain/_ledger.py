@@ -25,11 +25,13 @@
   gradient unscaled), ``1 - lr * wd`` for decoupled decay; otherwise it says
   why not ("depends on the optimizer state").
 
-Its findings (a variable decayed twice, an exclusion matching nothing, a
-variable whose terms are all left out; as information, a kernel left
-undecayed among decayed siblings, a decayed bias or normalization
-parameter) are part of the update's ``RegularizationReport``, so the one
-policy (``_policy``) judges them with everything else.
+Its findings (a variable decayed twice, by a term of the loss and by
+decoupled decay; an exclusion matching nothing; a variable whose terms are
+all left out; as information, a variable decayed by several terms of the
+loss, a kernel left undecayed among decayed siblings, a decayed bias or
+normalization parameter) are part of the update's ``RegularizationReport``,
+so the one policy (``_policy``) judges them with everything else: a graph
+gets the verdict every check of its loss gives it (``tests/verdict_test``).
 """
 
 import dataclasses
@@ -494,12 +496,23 @@ def findings(rows: Sequence[Row], unmatched: Sequence[Tuple[str, str]] = ()
   """What the rows show, errors first; ``unmatched``: (pattern, where)."""
   kind = _report.FindingKind
   found = []
+  stacked = []
   for row in rows:
     shrinking = [m for m in row.mechanisms if m.shrinks]
-    if row.training != FROZEN and len(shrinking) > 1:
-      found.append(_report.Finding(kind.DECAYED_TWICE, (row.variable,), (
-          f"{row.variable}: " + " and ".join(m.describe() for m in shrinking)
-          + f" (per step {row.decay_note})")))
+    if row.training == FROZEN or len(shrinking) < 2:
+      continue
+    detail = (f"{row.variable}: " + " and ".join(m.describe()
+                                                 for m in shrinking) +
+              f" (per step {row.decay_note})")
+    # Decoupled decay on top of a term of the loss is the DOUBLED verdict,
+    # as the Keras optimizer's own check (_keras_decay) says. Several terms
+    # of the loss on one variable, each counted once, are what every check
+    # of the loss passes: their coefficients add up, as configured.
+    if any(m.kind == "decoupled" for m in shrinking):
+      found.append(_report.Finding(kind.DECAYED_TWICE, (row.variable,),
+                                   detail))
+    else:
+      stacked.append((row.variable, detail))
   for pattern, where in unmatched:
     found.append(_report.Finding(kind.UNMATCHED, (pattern,), (
         f"{where} {pattern!r} matches none of the {len(rows)} variables")))
@@ -520,6 +533,13 @@ def findings(rows: Sequence[Row], unmatched: Sequence[Tuple[str, str]] = ()
           f"{len(plain)} of {len(kernels)} "
           f"{'depthwise ' if depthwise else ''}kernels are not decayed while "
           f"the others are (a forgotten arg_scope?): {_names(plain)}")))
+  if stacked:
+    shown = "; ".join(detail for _, detail in stacked[:3])
+    found.append(_report.Finding(kind.SEVERAL_TERMS, tuple(
+        v for v, _ in stacked), (
+            f"{len(stacked)} variables are decayed by several terms of the "
+            f"loss, whose coefficients add up: {shown}"
+            + (f"; ... ({len(stacked)} in all)" if len(stacked) > 3 else ""))))
   decayed = [r.variable for r in rows
              if r.kind in (BIAS, SCALE, OFFSET) and r.decayed]
   if decayed:

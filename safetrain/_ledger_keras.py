@@ -2,12 +2,13 @@
 
 There is no loss graph to read here, so each variable's kind comes from the
 layer attribute that holds it (``Dense.kernel``, ``DepthwiseConv2D.kernel``,
-``BatchNormalization.gamma``, ``Embedding.embeddings``, ...), its
-regularizer from Keras itself (Keras 3: ``variable.regularizer``; Keras 2
-and tf_keras: the layer's ``<weight>_regularizer`` when it reaches
-``layer.losses``), with the factor its config states (``L1``, ``L2``,
-``L1L2``; any other regularizer is "other"). Its status is ``declared``: it
-acts if the loss adds ``model.losses`` once, as ``fit`` and
+``BatchNormalization.gamma``, ``Embedding.embeddings``, ...; "other" for a
+weight a layer of one's own made with ``add_weight``), its regularizer from
+Keras itself (Keras 3: ``variable.regularizer``; Keras 2 and tf_keras: the
+layer's ``<weight>_regularizer`` when it reaches ``layer.losses``, or the
+regularizer ``add_weight`` was given), with the factor its config states
+(``L1``, ``L2``, ``L1L2``; any other regularizer is "other"). Its status is
+``declared``: it acts if the loss adds ``model.losses`` once, as ``fit`` and
 ``safetrain.total_loss_from`` do, and the effective decay says so.
 
 The optimizer's decoupled decay (``AdamW``, any Keras optimizer with
@@ -41,6 +42,8 @@ _WEIGHTS: Tuple[Tuple[str, str, str], ...] = (
     ("bias", "bias", "bias_regularizer"),
 )
 _KNOWN_REGULARIZERS = frozenset({"L1", "L2", "L1L2"})
+# A weight a layer made with add_weight and holds under no attribute above.
+_ADD_WEIGHT = "add_weight"
 
 
 def is_keras_model(target: Any) -> bool:
@@ -89,6 +92,27 @@ def _regularizer(layer, variable, attribute: str) -> Tuple[Any, str]:
   return regularizer, "ineffective"
 
 
+def _own_weights(layer) -> List:
+  """The trainable weights ``layer`` made itself (not its sublayers')."""
+  for name in ("_trainable_variables", "_trainable_weights"):  # Keras 3, 2.
+    own = getattr(layer, name, None)
+    if own is not None:
+      return list(own)
+  return []
+
+
+def _added_regularizer(layer, variable) -> Any:
+  """The regularizer ``add_weight(regularizer=...)`` gave ``variable``."""
+  own = getattr(variable, "regularizer", None)  # Keras 3.
+  if own is not None:
+    return own
+  for loss in getattr(layer, "_callable_losses", ()) or ():  # Keras 2.
+    weight, regularizer = _keras.weight_callable(loss)
+    if weight is variable:
+      return regularizer
+  return None
+
+
 def _learning_rate(optimizer) -> Optional[float]:
   raw = getattr(optimizer, "_learning_rate", None)
   if raw is not None and any("Schedule" in cls.__name__
@@ -129,6 +153,12 @@ def _rows(model, optimizer) -> Tuple[List, List, List]:
       if variable is not None and id(variable) in trainable:
         owner.setdefault(id(variable), (layer, attribute, kind,
                                         reg_attribute))
+  # Then the weights a layer of the user's own made with add_weight.
+  for layer in _layers(model):
+    for variable in _own_weights(layer):
+      if id(variable) in trainable:
+        owner.setdefault(id(variable), (layer, _ADD_WEIGHT, _ledger.OTHER,
+                                        ""))
   step = _step(optimizer)
   rate = _keras_decay.decay_rate(optimizer) if optimizer is not None else 0.0
   decays = rate and hasattr(optimizer, "_use_weight_decay")
@@ -140,18 +170,21 @@ def _rows(model, optimizer) -> Tuple[List, List, List]:
     used_by = (f"{type(layer).__name__}.{attribute}" if layer is not None
                else "no layer attribute")
     mechanisms = []
-    if layer is not None:
+    regularizer, status = None, ""
+    if attribute == _ADD_WEIGHT:
+      regularizer, status = _added_regularizer(layer, variable), "declared"
+    elif layer is not None:
       regularizer, status = _regularizer(layer, variable, reg_attribute)
-      if status == "ineffective":
-        ineffective.append(_keras.IneffectiveRegularizer(
-            layer=layer.name, attribute=reg_attribute,
-            variable=_tf2.variable_name(variable), weight=attribute,
-            keras=_keras_version(variable), regularizer=regularizer))
-      if regularizer is not None:
-        l2, l1, form = _factors(regularizer)
-        mechanisms.append(_ledger.Mechanism(
-            kind=form, source=f"{type(regularizer).__name__} ({used_by})",
-            status=status, l2=l2, l1=l1))
+    if status == "ineffective":
+      ineffective.append(_keras.IneffectiveRegularizer(
+          layer=layer.name, attribute=reg_attribute,
+          variable=_tf2.variable_name(variable), weight=attribute,
+          keras=_keras_version(variable), regularizer=regularizer))
+    if regularizer is not None:
+      l2, l1, form = _factors(regularizer)
+      mechanisms.append(_ledger.Mechanism(
+          kind=form, source=f"{type(regularizer).__name__} ({used_by})",
+          status=status, l2=l2, l1=l1))
     training, by = _ledger.TRAINED, ""
     if decays:
       if optimizer._use_weight_decay(variable):  # pylint: disable=protected-access

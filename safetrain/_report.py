@@ -96,8 +96,13 @@ class FindingKind(enum.Enum):
   """What the per-variable ledger (``safetrain.ledger``) found."""
 
   DECAYED_TWICE = "decayed twice"
-  """A variable decayed by two mechanisms (two L2 terms, or an L2 term and
-  the optimizer's decoupled decay): the DOUBLED verdict."""
+  """A variable decayed by two mechanisms, an L2 term of the loss and the
+  optimizer's decoupled decay (AdamW): the DOUBLED verdict."""
+  SEVERAL_TERMS = "several decay terms"
+  """Information: a variable decayed by more than one term of the loss (a
+  decay on every kernel plus an extra one on the head, say). Each term is
+  counted once, so the decay is the sum of their coefficients, as
+  configured; the row's per-step factor shows it."""
   UNMATCHED = "exclusion matches nothing"
   """An exclusion pattern, scope or mask entry that matches no variable."""
   ALL_LEFT_OUT = "every term left out"

@@ -14,7 +14,9 @@ safetrain audit PATH
   a stop-gradient) or unreachable (in another graph). With --per-variable it
   adds the weight-decay ledger: one row per trainable variable (its kind, how
   and how strongly it is decayed, the per-step decay where constant) and its
-  findings (a variable decayed twice is a problem, exit status 1).
+  findings, problems (regularized variables none of whose terms the loss
+  includes; exit status 1, as without it) or information (decayed biases,
+  a kernel left undecayed among decayed ones, several terms on a variable).
 
 safetrain run -- COMMAND [ARG ...]
   Runs an unchanged training command, e.g.

@@ -4,9 +4,11 @@ Each scenario of ``check_test``'s table (and a few that only coefficients
 tell apart) is built once. Then the same loss goes through every way into
 safetrain: the API (``create_train_op_safe``), the drop-in
 (``safetrain.slim.learning.create_train_op``), the optimizer guard
-(``guard_optimizers`` around plain tf_slim), ``slim.learning.train``'s check
-of a built train op, and the audit of the graph saved as a MetaGraph. Their
-verdicts must be identical, and equal to the one the table expects.
+(``guard_optimizers`` around plain tf_slim), ``SafeOptimizer``,
+``slim.learning.train``'s check of a built train op, the audit of the graph
+saved as a MetaGraph (with and without ``--per-variable``) and the
+weight-decay ledger of the train op. Their verdicts must be identical, and
+equal to the one the table expects.
 """
 
 import os
@@ -44,11 +46,25 @@ def _whole_loss_scaled():
   return 2.0 * (loss + check_test._reg_sum()), None  # pylint: disable=protected-access
 
 
+def _head_decayed_by_two_terms():
+  # A decay on every kernel plus an extra one on the head: two terms of the
+  # loss on logits/weights, each counted once. The per-variable ledger
+  # attributes both to it; the verdict must still be every check's.
+  loss = helpers.cross_entropy()
+  (head,) = [v for v in tf.compat.v1.trainable_variables()
+             if v.op.name == "logits/weights"]
+  tf.compat.v1.add_to_collection(
+      tf.compat.v1.GraphKeys.REGULARIZATION_LOSSES,
+      tf.multiply(0.05, tf.nn.l2_loss(head), name="extra_head_decay"))
+  return loss + check_test._reg_sum(), None  # pylint: disable=protected-access
+
+
 # Scenarios that only coefficients tell apart: (build, expected verdicts).
 _COUNTED = (
     (_doubled, (V.DOUBLED,)),
     (_too_weak, (V.TOO_WEAK,)),
     (_whole_loss_scaled, ()),
+    (_head_decayed_by_two_terms, ()),
 )
 
 SCENARIOS = tuple(
@@ -111,8 +127,11 @@ class VerdictEqualityTest(parameterized.TestCase):
       tf.compat.v1.train.export_meta_graph(filename=path)
       try:
         found["audit"] = safetrain.audit_meta_graph(path).verdicts
+        found["audit --per-variable"] = safetrain.audit_meta_graph(
+            path, per_variable=True).verdicts
       except safetrain.AuditInputError:
-        found["audit"] = _UNIMPORTABLE
+        found["audit"] = found["audit --per-variable"] = _UNIMPORTABLE
+      found["ledger"] = safetrain.ledger(plain).verdicts
       found["slim.learning.train"] = _verdicts_of(
           lambda: _train.check_train_op(plain, "raise", "train"))
 
@@ -134,6 +153,7 @@ class VerdictEqualityTest(parameterized.TestCase):
     found, report = self._all_entry_points(build)
     if build.__name__ in _AUDIT_CANNOT_IMPORT:
       self.assertEqual(found.pop("audit"), _UNIMPORTABLE)
+      self.assertEqual(found.pop("audit --per-variable"), _UNIMPORTABLE)
     self.assertEqual(found, {name: expected for name in found})
     self.assertEqual(report.ok, not expected)
 
