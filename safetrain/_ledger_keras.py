@@ -79,10 +79,21 @@ def _keras_version(variable) -> int:
 
 
 def _regularizer(layer, variable, attribute: str) -> Tuple[Any, str]:
-  """(regularizer, status) of a layer's weight: 'declared' if it acts."""
+  """(regularizer, status) of a layer's weight: 'declared' if it acts.
+
+  ``attribute``: the layer attribute holding the weight's regularizer, or
+  "" for a weight made with ``add_weight(regularizer=...)``, whose
+  regularizer always acts.
+  """
   own = getattr(variable, "regularizer", None)
   if own is not None:  # Keras 3 keeps it on the variable: that one acts.
     return own, "declared"
+  if not attribute:  # Keras 2 keeps it in the layer's weight callables.
+    for loss in getattr(layer, "_callable_losses", ()) or ():
+      weight, regularizer = _keras.weight_callable(loss)
+      if weight is variable:
+        return regularizer, "declared"
+    return None, ""
   regularizer = getattr(layer, attribute, None)
   if regularizer is None or not callable(regularizer):
     return None, ""
@@ -99,18 +110,6 @@ def _own_weights(layer) -> List:
     if own is not None:
       return list(own)
   return []
-
-
-def _added_regularizer(layer, variable) -> Any:
-  """The regularizer ``add_weight(regularizer=...)`` gave ``variable``."""
-  own = getattr(variable, "regularizer", None)  # Keras 3.
-  if own is not None:
-    return own
-  for loss in getattr(layer, "_callable_losses", ()) or ():  # Keras 2.
-    weight, regularizer = _keras.weight_callable(loss)
-    if weight is variable:
-      return regularizer
-  return None
 
 
 def _learning_rate(optimizer) -> Optional[float]:
@@ -171,9 +170,7 @@ def _rows(model, optimizer) -> Tuple[List, List, List]:
                else "no layer attribute")
     mechanisms = []
     regularizer, status = None, ""
-    if attribute == _ADD_WEIGHT:
-      regularizer, status = _added_regularizer(layer, variable), "declared"
-    elif layer is not None:
+    if layer is not None:
       regularizer, status = _regularizer(layer, variable, reg_attribute)
     if status == "ineffective":
       ineffective.append(_keras.IneffectiveRegularizer(
