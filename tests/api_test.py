@@ -1,12 +1,17 @@
 """The public surface: explicit, sorted, and free of absl flags."""
 
+import os
 import subprocess
 import sys
 
 from absl.testing import absltest
 import pytest
 
+import api_surface
 import safetrain
+
+_RECORD = os.path.join(os.path.dirname(__file__), "testdata",
+                       "public_api.txt")
 
 
 class ApiTest(absltest.TestCase):
@@ -15,6 +20,15 @@ class ApiTest(absltest.TestCase):
     self.assertEqual(list(safetrain.__all__), sorted(safetrain.__all__))
     for name in safetrain.__all__:
       self.assertTrue(hasattr(safetrain, name), name)
+
+  def test_surface_matches_the_record(self):
+    # Every public name's kind, signature, bases and members, as recorded in
+    # testdata/public_api.txt. A change to the surface changes the record in
+    # the same commit; a move of the private modules behind it changes
+    # nothing here.
+    with open(_RECORD, encoding="utf-8") as f:
+      recorded = f.read().splitlines()
+    self.assertEqual(api_surface.describe(safetrain), recorded)
 
   def test_errors_subclass_the_builtins_callers_catch(self):
     self.assertTrue(issubclass(safetrain.MissingRegularizationError,
