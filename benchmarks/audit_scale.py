@@ -27,7 +27,7 @@ import tensorflow as tf
 import tf_slim
 
 from safetrain import _audit
-from safetrain import _graph
+from safetrain.graph import _graph
 from safetrain import _trace
 
 _SIZES = flags.DEFINE_list("sizes", ["10000", "100000", "300000"],

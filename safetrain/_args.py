@@ -11,7 +11,7 @@ import numpy as np
 import tensorflow as tf
 
 from safetrain import _errors
-from safetrain import _graph
+from safetrain.graph import _graph
 
 __all__ = (
     "ON_MISSING_CHOICES",

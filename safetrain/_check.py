@@ -16,8 +16,8 @@ from absl import logging
 import tensorflow as tf
 
 from safetrain import _args
-from safetrain import _coefficient
-from safetrain import _graph
+from safetrain.graph import _coefficient
+from safetrain.graph import _graph
 from safetrain import _keras
 from safetrain import _report
 

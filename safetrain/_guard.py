@@ -44,7 +44,7 @@ import tensorflow as tf
 
 from safetrain import _args
 from safetrain import _errors
-from safetrain import _graph
+from safetrain.graph import _graph
 from safetrain import _report
 from safetrain import _tape
 from safetrain import _train

@@ -52,7 +52,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import tensorflow as tf
 
-from safetrain import _graph
+from safetrain.graph import _graph
 
 __all__ = (
     "IneffectiveRegularizer",

@@ -42,9 +42,9 @@ import tensorflow as tf
 
 from safetrain import _args
 from safetrain import _check
-from safetrain import _coefficient
+from safetrain.graph import _coefficient
 from safetrain import _errors
-from safetrain import _graph
+from safetrain.graph import _graph
 from safetrain import _ledger_keras
 from safetrain import _policy
 from safetrain import _report

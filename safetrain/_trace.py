@@ -33,7 +33,7 @@ from typing import Dict, List, Optional, Tuple
 import tensorflow as tf
 
 from safetrain import _errors
-from safetrain import _graph
+from safetrain.graph import _graph
 
 __all__ = ("TrainOpTrace", "find_train_ops", "losses_of_gradients",
            "trace_train_op")

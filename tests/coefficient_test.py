@@ -12,8 +12,8 @@ import numpy as np
 import tensorflow as tf
 
 import safetrain
-from safetrain import _coefficient
-from safetrain import _graph
+from safetrain.graph import _coefficient
+from safetrain.graph import _graph
 
 import helpers
 

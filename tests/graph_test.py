@@ -6,7 +6,7 @@ from absl.testing import absltest
 from absl.testing import parameterized
 import tensorflow as tf
 
-from safetrain import _graph
+from safetrain.graph import _graph
 
 _FLOAT_OPS = {
     "Ceil": tf.math.ceil,

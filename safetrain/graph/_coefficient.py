@@ -27,7 +27,7 @@ from typing import Any, Dict, Iterator, List, Optional, Tuple, Union
 
 import numpy as np
 
-from safetrain import _graph
+from safetrain.graph import _graph
 
 __all__ = ("Contribution", "coefficients", "contributions")
 
