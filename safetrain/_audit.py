@@ -29,7 +29,7 @@ from tensorflow.python.framework import op_def_registry
 from safetrain import _check
 from safetrain import _errors
 from safetrain.graph import _graph
-from safetrain import _keras
+from safetrain.terms import _keras
 from safetrain import _policy
 from safetrain import _report
 from safetrain import _trace

@@ -18,7 +18,7 @@ import tensorflow as tf
 from safetrain import _args
 from safetrain.graph import _coefficient
 from safetrain.graph import _graph
-from safetrain import _keras
+from safetrain.terms import _keras
 from safetrain import _report
 
 __all__ = ("all_variables", "analyze", "check_regularization", "in_scope",

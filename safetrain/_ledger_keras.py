@@ -23,7 +23,7 @@ from typing import Any, Dict, List, Optional, Tuple
 import numpy as np
 
 from safetrain import _errors
-from safetrain import _keras
+from safetrain.terms import _keras
 from safetrain import _keras_decay
 from safetrain import _report
 from safetrain import _tf2

@@ -432,7 +432,7 @@ class RegularizationReport:
 
   def ineffective_message(self, caller: str, opt_out: OptOut = OPT_OUT) -> str:
     """The message of IneffectiveRegularizerError."""
-    from safetrain import _keras  # pylint: disable=g-import-not-at-top
+    from safetrain.terms import _keras  # pylint: disable=g-import-not-at-top
     return "\n".join([_keras.ineffective_message(
         caller, list(self.ineffective))] + opt_out.lines("train without them"))
 

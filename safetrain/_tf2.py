@@ -31,7 +31,7 @@ import tensorflow as tf
 
 from safetrain import _check
 from safetrain import _errors
-from safetrain import _keras
+from safetrain.terms import _keras
 from safetrain import _policy
 from safetrain import _report
 

@@ -15,7 +15,7 @@ from safetrain import _args
 from safetrain import _check
 from safetrain import _errors
 from safetrain.graph import _graph
-from safetrain import _keras
+from safetrain.terms import _keras
 from safetrain import _policy
 from safetrain import _report
 

@@ -1,4 +1,4 @@
-"""Tests for safetrain._keras: Keras regularization in tf.compat.v1 graphs.
+"""Tests for safetrain.terms._keras: Keras regularization in tf.compat.v1 graphs.
 
 Every test runs for each Keras this TensorFlow has: ``tf.keras`` (Keras 3 on
 TF 2.16+, Keras 2 on TF 2.15), ``keras`` and ``tf_keras`` (Keras 2).
@@ -19,7 +19,7 @@ import tensorflow as tf
 import helpers
 import safetrain
 from safetrain import _audit
-from safetrain import _keras
+from safetrain.terms import _keras
 import safetrain.slim as slim
 
 _BATCH = 4
