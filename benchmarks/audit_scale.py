@@ -28,7 +28,7 @@ import tf_slim
 
 from safetrain import _audit
 from safetrain.graph import _graph
-from safetrain import _trace
+from safetrain.rule import _trace
 
 _SIZES = flags.DEFINE_list("sizes", ["10000", "100000", "300000"],
                            "Approximate op counts of the generated graphs.")

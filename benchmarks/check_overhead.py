@@ -27,7 +27,7 @@ import numpy as np
 import tensorflow as tf
 
 import safetrain
-from safetrain import _check
+from safetrain.rule import _check
 from safetrain import _train
 import safetrain.slim as slim
 import tf_slim

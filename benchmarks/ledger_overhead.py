@@ -26,7 +26,7 @@ import numpy as np
 import tensorflow as tf
 
 import safetrain
-from safetrain import _trace
+from safetrain.rule import _trace
 from safetrain import _train
 import safetrain.slim as slim
 from tf_slim.nets import resnet_v1

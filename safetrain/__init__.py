@@ -19,7 +19,7 @@ _compat.apply()
 
 from safetrain._audit import AuditResult
 from safetrain._audit import audit_meta_graph
-from safetrain._check import check_regularization
+from safetrain.rule._check import check_regularization
 from safetrain._deploy import Clone
 from safetrain._deploy import assert_counted_once
 from safetrain._deploy import clone_loss
@@ -47,16 +47,16 @@ from safetrain._ledger import Ledger
 from safetrain._ledger import Mechanism
 from safetrain._ledger import Row
 from safetrain._ledger import ledger
-from safetrain._policy import Verdict
-from safetrain._report import Finding
-from safetrain._report import FindingKind
-from safetrain._report import RegularizationReport
-from safetrain._report import RegularizationTerm
-from safetrain._report import Status
+from safetrain.rule._policy import Verdict
+from safetrain.rule._report import Finding
+from safetrain.rule._report import FindingKind
+from safetrain.rule._report import RegularizationReport
+from safetrain.rule._report import RegularizationTerm
+from safetrain.rule._report import Status
 from safetrain._tape import GradientTape
-from safetrain._trace import TrainOpTrace
-from safetrain._trace import find_train_ops
-from safetrain._trace import trace_train_op
+from safetrain.rule._trace import TrainOpTrace
+from safetrain.rule._trace import find_train_ops
+from safetrain.rule._trace import trace_train_op
 from safetrain._train import create_train_op_safe
 from safetrain._train import total_loss_from
 

@@ -26,13 +26,13 @@ from tensorflow.core.protobuf import meta_graph_pb2
 # before the import fails on them with a long C++ message.
 from tensorflow.python.framework import op_def_registry
 
-from safetrain import _check
+from safetrain.rule import _check
 from safetrain import _errors
 from safetrain.graph import _graph
 from safetrain.terms import _keras
-from safetrain import _policy
-from safetrain import _report
-from safetrain import _trace
+from safetrain.rule import _policy
+from safetrain.rule import _report
+from safetrain.rule import _trace
 from safetrain import _train
 
 __all__ = (

@@ -34,10 +34,10 @@ from typing import Any, Callable, Iterable, List, Optional, Sequence
 
 import tensorflow as tf
 
-from safetrain import _args
-from safetrain import _check
+from safetrain.rule import _args
+from safetrain.rule import _check
 from safetrain import _errors
-from safetrain import _report
+from safetrain.rule import _report
 from safetrain import _train
 
 __all__ = (

@@ -74,7 +74,7 @@ class EagerModeError(Error, RuntimeError, ValueError):
 class RegularizationError(Error, ValueError):
   """The loss an update optimizes gets its regularization wrong.
 
-  Raised by the one policy (``safetrain._policy``) for every verdict other
+  Raised by the one policy (``safetrain.rule._policy``) for every verdict other
   than "ok", whichever entry point built or checked the update.
 
   Attributes:

@@ -42,10 +42,10 @@ from typing import Any, Dict, Iterator, List, Optional, Tuple
 from absl import logging
 import tensorflow as tf
 
-from safetrain import _args
+from safetrain.rule import _args
 from safetrain import _errors
 from safetrain.graph import _graph
-from safetrain import _report
+from safetrain.rule import _report
 from safetrain import _tape
 from safetrain import _train
 
@@ -182,7 +182,7 @@ def _losses_of_update(optimizer, grads_and_vars) -> List[Any]:
 
 def _traced_losses(grads_and_vars) -> List[Any]:
   """Losses of gradients no guarded ``compute_gradients`` recorded."""
-  from safetrain import _trace  # pylint: disable=g-import-not-at-top
+  from safetrain.rule import _trace  # pylint: disable=g-import-not-at-top
   if tf.executing_eagerly():
     return []
   gradients = [_gradient_tensor(g) for g, _ in grads_and_vars if g is not None]

@@ -24,9 +24,9 @@ from typing import Any, Iterable, List, Optional
 
 import tensorflow as tf
 
-from safetrain import _args
+from safetrain.rule import _args
 from safetrain import _errors
-from safetrain import _report
+from safetrain.rule import _report
 from safetrain import _tf2
 
 __all__ = ("check_weight_decay", "patch", "unpatch")

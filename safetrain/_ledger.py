@@ -40,15 +40,15 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import tensorflow as tf
 
-from safetrain import _args
-from safetrain import _check
+from safetrain.rule import _args
+from safetrain.rule import _check
 from safetrain.graph import _coefficient
 from safetrain import _errors
 from safetrain.graph import _graph
 from safetrain import _ledger_keras
-from safetrain import _policy
-from safetrain import _report
-from safetrain import _trace
+from safetrain.rule import _policy
+from safetrain.rule import _report
+from safetrain.rule import _trace
 from safetrain import _train
 
 __all__ = ("Ledger", "Mechanism", "Row", "ledger", "ledger_of_train_op")

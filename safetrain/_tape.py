@@ -36,11 +36,11 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import tensorflow as tf
 
-from safetrain import _args
-from safetrain import _check
+from safetrain.rule import _args
+from safetrain.rule import _check
 from safetrain import _errors
 from safetrain import _keras_decay
-from safetrain import _report
+from safetrain.rule import _report
 from safetrain import _tf2
 
 __all__ = ("GradientTape", "clear_cache", "patch", "unpatch")

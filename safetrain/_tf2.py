@@ -29,11 +29,11 @@ from typing import (Any, Callable, Dict, Iterator, List, Optional, Sequence,
 from absl import logging
 import tensorflow as tf
 
-from safetrain import _check
+from safetrain.rule import _check
 from safetrain import _errors
 from safetrain.terms import _keras
-from safetrain import _policy
-from safetrain import _report
+from safetrain.rule import _policy
+from safetrain.rule import _report
 
 __all__ = (
     "Regularized",

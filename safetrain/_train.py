@@ -11,13 +11,13 @@ from typing import Any, Dict, Iterable, List, Optional, Sequence, Union
 from absl import logging
 import tensorflow as tf
 
-from safetrain import _args
-from safetrain import _check
+from safetrain.rule import _args
+from safetrain.rule import _check
 from safetrain import _errors
 from safetrain.graph import _graph
 from safetrain.terms import _keras
-from safetrain import _policy
-from safetrain import _report
+from safetrain.rule import _policy
+from safetrain.rule import _report
 
 __all__ = (
     "MissingRegularizationWarning",
@@ -283,7 +283,7 @@ def check_train_op(train_op, on_missing: str, caller: str) -> None:
   loss only) pass. A built train op cannot be changed, so
   ``on_missing="add"`` is refused here.
   """
-  from safetrain import _trace  # pylint: disable=g-import-not-at-top
+  from safetrain.rule import _trace  # pylint: disable=g-import-not-at-top
   if on_missing == "add":
     raise _errors.InvalidArgumentError(
         f"{caller}: on_missing='add' cannot change a train op that is already "

@@ -50,7 +50,7 @@ from absl import app
 from absl import flags
 from absl import logging
 
-from safetrain import _args
+from safetrain.rule import _args
 from safetrain import _audit
 from safetrain import _guard
 from safetrain import _quiet

@@ -15,7 +15,7 @@ import inspect
 import re
 from typing import List
 
-# "safetrain._report.Status" in an annotation names a private module: keep
+# "safetrain.rule._report.Status" in an annotation names a private module: keep
 # the type's name only.
 _PRIVATE_PATH = re.compile(r"\bsafetrain(?:\.\w+)*\.(?=[A-Z])")
 

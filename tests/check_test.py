@@ -12,7 +12,7 @@ import tensorflow as tf
 
 import safetrain
 import safetrain.slim as slim
-from safetrain import _check
+from safetrain.rule import _check
 
 import helpers
 

@@ -23,12 +23,12 @@ import safetrain
 import safetrain.slim  # pylint: disable=unused-import
 from safetrain import _audit
 from safetrain import _guard
-from safetrain import _trace
+from safetrain.rule import _trace
 from safetrain import cli
 
 _SCRIPT = os.path.join(os.path.dirname(sys.executable), "safetrain")
 _LIBRARY_MODULES = ("safetrain", "safetrain.slim", "safetrain._audit",
-                    "safetrain._guard", "safetrain._trace")
+                    "safetrain._guard", "safetrain.rule._trace")
 
 
 def _call(argv):

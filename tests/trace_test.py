@@ -1,4 +1,4 @@
-"""Tests for safetrain._trace: from a train op back to its loss and variables."""
+"""Tests for safetrain.rule._trace: from a train op back to its loss and variables."""
 
 from absl.testing import absltest
 from absl.testing import parameterized
@@ -6,7 +6,7 @@ import tensorflow as tf
 import tf_slim as slim
 
 import safetrain
-from safetrain import _trace
+from safetrain.rule import _trace
 
 
 def _model():

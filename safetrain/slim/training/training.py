@@ -5,7 +5,7 @@ from typing import Any, Callable, Iterable, Optional
 import tensorflow as tf
 from tf_slim.training import training as _training
 
-from safetrain import _args
+from safetrain.rule import _args
 from safetrain import _train
 
 __all__ = ("create_train_op", "train")

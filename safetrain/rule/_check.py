@@ -15,11 +15,11 @@ from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 from absl import logging
 import tensorflow as tf
 
-from safetrain import _args
+from safetrain.rule import _args
 from safetrain.graph import _coefficient
 from safetrain.graph import _graph
 from safetrain.terms import _keras
-from safetrain import _report
+from safetrain.rule import _report
 
 __all__ = ("all_variables", "analyze", "check_regularization", "in_scope",
            "regularization_losses", "replicas_summing", "routes")
@@ -291,7 +291,7 @@ def check_regularization(
   Returns:
     A ``RegularizationReport``; its ``missing`` terms are required but left
     out, and ``ok`` is true when nothing is wrong with it (see
-    ``safetrain._policy.verdicts``).
+    ``safetrain.rule._policy.verdicts``).
   """
   caller = "check_regularization"
   _args.require_graph_mode(caller)

@@ -276,7 +276,7 @@ class RegularizationReport:
   @property
   def ok(self) -> bool:
     """No verdict: the one policy (``_policy.verdicts``) finds nothing."""
-    from safetrain import _policy  # pylint: disable=g-import-not-at-top
+    from safetrain.rule import _policy  # pylint: disable=g-import-not-at-top
     return not _policy.verdicts(self)
 
   def count(self, status: Status) -> int:

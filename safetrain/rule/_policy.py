@@ -30,7 +30,7 @@ from typing import Callable, Dict, Optional, Sequence, Tuple, Type
 from absl import logging
 
 from safetrain import _errors
-from safetrain import _report
+from safetrain.rule import _report
 
 __all__ = (
     "EXIT_BAD_INPUT",
