@@ -28,7 +28,7 @@ import tensorflow as tf
 
 import safetrain
 from safetrain.rule import _check
-from safetrain import _train
+from safetrain.tf1 import _train
 import safetrain.slim as slim
 import tf_slim
 from tf_slim.nets import resnet_v1

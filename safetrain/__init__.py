@@ -20,12 +20,12 @@ _compat.apply()
 from safetrain._audit import AuditResult
 from safetrain._audit import audit_meta_graph
 from safetrain.rule._check import check_regularization
-from safetrain._deploy import Clone
-from safetrain._deploy import assert_counted_once
-from safetrain._deploy import clone_loss
-from safetrain._deploy import create_clones
-from safetrain._deploy import replica_total_loss
-from safetrain._deploy import sum_clone_losses
+from safetrain.tf1._deploy import Clone
+from safetrain.tf1._deploy import assert_counted_once
+from safetrain.tf1._deploy import clone_loss
+from safetrain.tf1._deploy import create_clones
+from safetrain.tf1._deploy import replica_total_loss
+from safetrain.tf1._deploy import sum_clone_losses
 from safetrain._errors import AuditInputError
 from safetrain._errors import DoubleCountedRegularizationError
 from safetrain._errors import EagerModeError
@@ -40,8 +40,8 @@ from safetrain._errors import RegularizationError
 from safetrain._errors import ReplicaScalingError
 from safetrain._errors import TooWeakRegularizationError
 from safetrain._errors import UnmatchedExclusionError
-from safetrain._guard import SafeOptimizer
-from safetrain._guard import guard_optimizers
+from safetrain.tf1._guard import SafeOptimizer
+from safetrain.tf1._guard import guard_optimizers
 from safetrain._keras_decay import check_weight_decay
 from safetrain._ledger import Ledger
 from safetrain._ledger import Mechanism
@@ -57,8 +57,8 @@ from safetrain._tape import GradientTape
 from safetrain.rule._trace import TrainOpTrace
 from safetrain.rule._trace import find_train_ops
 from safetrain.rule._trace import trace_train_op
-from safetrain._train import create_train_op_safe
-from safetrain._train import total_loss_from
+from safetrain.tf1._train import create_train_op_safe
+from safetrain.tf1._train import total_loss_from
 
 __version__ = "0.1.0"
 

@@ -33,7 +33,7 @@ from safetrain.terms import _keras
 from safetrain.rule import _policy
 from safetrain.rule import _report
 from safetrain.rule import _trace
-from safetrain import _train
+from safetrain.tf1 import _train
 
 __all__ = (
     "AuditInputError",

@@ -147,7 +147,7 @@ def check_weight_decay(optimizer: Any, variables: Iterable, *,
 def _guarded(original):
   @tf.autograph.experimental.do_not_convert
   def apply_gradients(self, grads_and_vars, *args, **kwargs):
-    from safetrain import _guard  # pylint: disable=g-import-not-at-top
+    from safetrain.tf1 import _guard  # pylint: disable=g-import-not-at-top
     policy = _guard.installed()
     if policy is not None:
       grads_and_vars = list(grads_and_vars)

@@ -49,7 +49,7 @@ from safetrain import _ledger_keras
 from safetrain.rule import _policy
 from safetrain.rule import _report
 from safetrain.rule import _trace
-from safetrain import _train
+from safetrain.tf1 import _train
 
 __all__ = ("Ledger", "Mechanism", "Row", "ledger", "ledger_of_train_op")
 

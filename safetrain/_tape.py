@@ -72,7 +72,7 @@ def _bypassed() -> bool:
 
 
 def _guard_policy() -> Optional[str]:
-  from safetrain import _guard  # pylint: disable=g-import-not-at-top
+  from safetrain.tf1 import _guard  # pylint: disable=g-import-not-at-top
   return _guard.installed()
 
 

@@ -52,7 +52,7 @@ from absl import logging
 
 from safetrain.rule import _args
 from safetrain import _audit
-from safetrain import _guard
+from safetrain.tf1 import _guard
 from safetrain import _quiet
 from safetrain._run_hook import sitecustomize
 

@@ -22,13 +22,13 @@ import audit_testdata
 import safetrain
 import safetrain.slim  # pylint: disable=unused-import
 from safetrain import _audit
-from safetrain import _guard
+from safetrain.tf1 import _guard
 from safetrain.rule import _trace
 from safetrain import cli
 
 _SCRIPT = os.path.join(os.path.dirname(sys.executable), "safetrain")
 _LIBRARY_MODULES = ("safetrain", "safetrain.slim", "safetrain._audit",
-                    "safetrain._guard", "safetrain.rule._trace")
+                    "safetrain.tf1._guard", "safetrain.rule._trace")
 
 
 def _call(argv):

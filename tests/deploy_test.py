@@ -301,10 +301,10 @@ class ClonesTest(absltest.TestCase):
     self.assertLen(regularization, 2)  # Created once, by the first clone.
 
   def test_gpu_devices_unless_on_cpu(self):
-    self.assertEqual(safetrain._deploy.clone_device(1, 2), "/device:GPU:1")
-    self.assertEqual(safetrain._deploy.clone_device(0, 1), "")
+    self.assertEqual(safetrain.tf1._deploy.clone_device(1, 2), "/device:GPU:1")
+    self.assertEqual(safetrain.tf1._deploy.clone_device(0, 1), "")
     self.assertEqual(
-        safetrain._deploy.clone_device(1, 2, clone_on_cpu=True),
+        safetrain.tf1._deploy.clone_device(1, 2, clone_on_cpu=True),
         "/device:CPU:0")
 
   def test_clone_loss_scope_has_a_slash_boundary(self):

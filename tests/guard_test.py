@@ -1,4 +1,4 @@
-"""Tests for safetrain._guard: the check on each TF1 optimizer update."""
+"""Tests for safetrain.tf1._guard: the check on each TF1 optimizer update."""
 
 import os
 import shutil
@@ -13,7 +13,7 @@ import tf_slim
 
 import safetrain
 from safetrain import _audit
-from safetrain import _guard
+from safetrain.tf1 import _guard
 
 _Optimizer = tf.compat.v1.train.Optimizer
 _ORIGINAL_COMPUTE_GRADIENTS = _Optimizer.__dict__["compute_gradients"]

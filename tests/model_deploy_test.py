@@ -24,7 +24,7 @@ import tensorflow as tf
 
 import safetrain
 import safetrain.slim as safe_slim
-from safetrain import _train
+from safetrain.tf1 import _train
 
 import deploy_test
 

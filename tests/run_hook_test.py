@@ -124,7 +124,7 @@ class HookModuleTest(absltest.TestCase):
                          for f in sys.meta_path))
 
   def test_env_name_matches_the_guard(self):
-    from safetrain import _guard  # pylint: disable=g-import-not-at-top
+    from safetrain.tf1 import _guard  # pylint: disable=g-import-not-at-top
     from safetrain._run_hook import sitecustomize  # pylint: disable=g-import-not-at-top
     self.assertEqual(sitecustomize.ON_MISSING_ENV, _guard.ON_MISSING_ENV)
 

@@ -22,7 +22,7 @@ import tf_slim
 
 import safetrain
 import safetrain.slim as slim
-from safetrain import _train
+from safetrain.tf1 import _train
 
 import check_test
 import helpers

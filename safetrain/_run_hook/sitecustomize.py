@@ -25,7 +25,7 @@ import importlib.util
 import os
 import sys
 
-# Keep these equal to safetrain._guard.ON_MISSING_ENV and cli's markers
+# Keep these equal to safetrain.tf1._guard.ON_MISSING_ENV and cli's markers
 # variable; this module cannot import safetrain (that imports TensorFlow).
 ON_MISSING_ENV = "SAFETRAIN_RUN_ON_MISSING"
 MARKERS_ENV = "SAFETRAIN_RUN_MARKERS"
@@ -50,7 +50,7 @@ def _install(on_missing: str, restore) -> None:
   for cls, name, original in restore:
     setattr(cls, name, original)
   try:
-    from safetrain import _guard  # pylint: disable=g-import-not-at-top
+    from safetrain.tf1 import _guard  # pylint: disable=g-import-not-at-top
   except ImportError as e:
     raise ImportError(
         f"safetrain run: cannot import safetrain in {sys.executable} ({e}); "

@@ -5,7 +5,7 @@ from typing import Any, Callable, Dict, Iterable, Optional
 import tensorflow as tf
 import tf_slim.learning as _learning
 
-from safetrain import _train
+from safetrain.tf1 import _train
 
 __all__ = ("create_train_op", "train")
 

@@ -15,7 +15,7 @@ import warnings
 import tensorflow as tf
 from tf_slim.losses import loss_ops as _loss_ops
 
-from safetrain import _train
+from safetrain.tf1 import _train
 
 __all__ = ("DuplicateLossWarning", "get_total_loss")
 

@@ -6,7 +6,7 @@ import tensorflow as tf
 from tf_slim.training import training as _training
 
 from safetrain.rule import _args
-from safetrain import _train
+from safetrain.tf1 import _train
 
 __all__ = ("create_train_op", "train")
 

@@ -38,7 +38,7 @@ from safetrain.rule import _args
 from safetrain.rule import _check
 from safetrain import _errors
 from safetrain.rule import _report
-from safetrain import _train
+from safetrain.tf1 import _train
 
 __all__ = (
     "Clone",

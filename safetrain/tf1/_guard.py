@@ -47,7 +47,7 @@ from safetrain import _errors
 from safetrain.graph import _graph
 from safetrain.rule import _report
 from safetrain import _tape
-from safetrain import _train
+from safetrain.tf1 import _train
 
 __all__ = (
     "ON_MISSING_ENV",
