@@ -46,7 +46,7 @@ def main(argv):
   del argv
   import tensorflow as tf
   import safetrain
-  from safetrain import _tape
+  from safetrain.tf2 import _tape
 
   keras = tf.keras
   model = resnet(keras, _BLOCKS.value)

@@ -42,7 +42,7 @@ from safetrain._errors import TooWeakRegularizationError
 from safetrain._errors import UnmatchedExclusionError
 from safetrain.tf1._guard import SafeOptimizer
 from safetrain.tf1._guard import guard_optimizers
-from safetrain._keras_decay import check_weight_decay
+from safetrain.tf2._keras_decay import check_weight_decay
 from safetrain._ledger import Ledger
 from safetrain._ledger import Mechanism
 from safetrain._ledger import Row
@@ -53,7 +53,7 @@ from safetrain.rule._report import FindingKind
 from safetrain.rule._report import RegularizationReport
 from safetrain.rule._report import RegularizationTerm
 from safetrain.rule._report import Status
-from safetrain._tape import GradientTape
+from safetrain.tf2._tape import GradientTape
 from safetrain.rule._trace import TrainOpTrace
 from safetrain.rule._trace import find_train_ops
 from safetrain.rule._trace import trace_train_op

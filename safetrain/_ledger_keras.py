@@ -24,9 +24,9 @@ import numpy as np
 
 from safetrain import _errors
 from safetrain.terms import _keras
-from safetrain import _keras_decay
+from safetrain.tf2 import _keras_decay
 from safetrain.rule import _report
-from safetrain import _tf2
+from safetrain.tf2 import _tf2
 
 __all__ = ("is_keras_model", "ledger_of_model")
 

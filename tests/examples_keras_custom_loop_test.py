@@ -18,7 +18,7 @@ import numpy as np
 
 import safetrain
 from examples import keras_custom_loop
-from safetrain import _tape
+from safetrain.tf2 import _tape
 
 SCRIPT = keras_custom_loop.__file__
 

@@ -20,7 +20,7 @@ import tensorflow as tf
 import tf_keras
 
 import safetrain
-from safetrain import _tape
+from safetrain.tf2 import _tape
 from tests import helpers
 
 KERASES = ((tf.keras.__name__.split(".")[0], tf.keras), ("tf_keras", tf_keras))

@@ -15,7 +15,7 @@ import tensorflow as tf
 import tf_keras
 
 import safetrain
-from safetrain import _tape
+from safetrain.tf2 import _tape
 from tests import helpers
 
 WEIGHT_DECAY = 0.1
@@ -278,7 +278,7 @@ class GradientTapeTest(parameterized.TestCase):
 
 
 def _name(variable):
-  return safetrain._tf2.variable_name(variable)  # pylint: disable=protected-access
+  return safetrain.tf2._tf2.variable_name(variable)  # pylint: disable=protected-access
 
 
 class UnrecordableRegularizerTest(parameterized.TestCase):

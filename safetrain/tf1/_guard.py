@@ -46,7 +46,7 @@ from safetrain.rule import _args
 from safetrain import _errors
 from safetrain.graph import _graph
 from safetrain.rule import _report
-from safetrain import _tape
+from safetrain.tf2 import _tape
 from safetrain.tf1 import _train
 
 __all__ = (

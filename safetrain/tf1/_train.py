@@ -127,7 +127,7 @@ def total_loss_from(losses: Union[None, tf.Tensor, Sequence[tf.Tensor]] = None,
     model: TF2 (eager, ``tf.function``, Keras): a Keras model or layer;
       returns ``losses`` plus each term of ``model.losses`` once, scaled by
       ``tf.nn.scale_regularization_loss`` in a replica context (see
-      ``safetrain._tf2.total_loss``). Without it, eager mode raises
+      ``safetrain.tf2._tf2.total_loss``). Without it, eager mode raises
       ``EagerModeError``.
 
   Returns:
@@ -135,10 +135,10 @@ def total_loss_from(losses: Union[None, tf.Tensor, Sequence[tf.Tensor]] = None,
   """
   caller = "total_loss_from"
   if model is not None:
-    from safetrain import _tf2  # pylint: disable=g-import-not-at-top
+    from safetrain.tf2 import _tf2  # pylint: disable=g-import-not-at-top
     return _tf2.total_loss(losses, model, name)
   if tf.executing_eagerly():
-    from safetrain import _tf2  # pylint: disable=g-import-not-at-top
+    from safetrain.tf2 import _tf2  # pylint: disable=g-import-not-at-top
     raise _errors.EagerModeError(_tf2.EAGER_TOTAL_LOSS)
   if losses is None:
     graph = tf.compat.v1.get_default_graph()

@@ -39,9 +39,9 @@ import tensorflow as tf
 from safetrain.rule import _args
 from safetrain.rule import _check
 from safetrain import _errors
-from safetrain import _keras_decay
+from safetrain.tf2 import _keras_decay
 from safetrain.rule import _report
-from safetrain import _tf2
+from safetrain.tf2 import _tf2
 
 __all__ = ("GradientTape", "clear_cache", "patch", "unpatch")
 

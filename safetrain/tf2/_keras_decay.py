@@ -27,7 +27,7 @@ import tensorflow as tf
 from safetrain.rule import _args
 from safetrain import _errors
 from safetrain.rule import _report
-from safetrain import _tf2
+from safetrain.tf2 import _tf2
 
 __all__ = ("check_weight_decay", "patch", "unpatch")
 
