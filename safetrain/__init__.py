@@ -43,10 +43,10 @@ from safetrain._errors import UnmatchedExclusionError
 from safetrain.tf1._guard import SafeOptimizer
 from safetrain.tf1._guard import guard_optimizers
 from safetrain.tf2._keras_decay import check_weight_decay
-from safetrain._ledger import Ledger
-from safetrain._ledger import Mechanism
-from safetrain._ledger import Row
-from safetrain._ledger import ledger
+from safetrain.per_variable._ledger import Ledger
+from safetrain.per_variable._ledger import Mechanism
+from safetrain.per_variable._ledger import Row
+from safetrain.per_variable._ledger import ledger
 from safetrain.rule._policy import Verdict
 from safetrain.rule._report import Finding
 from safetrain.rule._report import FindingKind

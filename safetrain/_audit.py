@@ -465,7 +465,7 @@ def _audit_train_op(op, graph, memo: _graph.Memo,
       _analyze_imported(trace.losses, variables, memo),)
   ledger = None
   if per_variable and reports:
-    from safetrain import _ledger  # pylint: disable=g-import-not-at-top
+    from safetrain.per_variable import _ledger  # pylint: disable=g-import-not-at-top
     ledger = _ledger.ledger_of_train_op(op, report=reports[0])
     reports = (ledger.report,)  # The same report, with the ledger's findings.
   return TrainOpAudit(name=op.name, op_type=op.type, variables=trace.variables,

@@ -1,4 +1,4 @@
-"""Tests for safetrain._ledger: the per-variable weight-decay ledger."""
+"""Tests for safetrain.per_variable._ledger: the per-variable weight-decay ledger."""
 
 import contextlib
 import importlib
@@ -18,7 +18,7 @@ from tf_slim.nets import resnet_v1
 import helpers
 import safetrain
 import safetrain.slim as slim
-from safetrain import _ledger_text
+from safetrain.per_variable import _ledger_text
 from safetrain import cli
 from examples.nets import mobilenet_v2
 

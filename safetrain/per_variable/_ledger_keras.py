@@ -124,7 +124,7 @@ def _learning_rate(optimizer) -> Optional[float]:
 
 
 def _step(optimizer):
-  from safetrain import _ledger  # pylint: disable=g-import-not-at-top
+  from safetrain.per_variable import _ledger  # pylint: disable=g-import-not-at-top
   if optimizer is None:
     return _ledger._Step("unknown", None, "the optimizer is not known")  # pylint: disable=protected-access
   name = type(optimizer).__name__
@@ -140,7 +140,7 @@ def _step(optimizer):
 
 
 def _rows(model, optimizer) -> Tuple[List, List, List]:
-  from safetrain import _ledger  # pylint: disable=g-import-not-at-top
+  from safetrain.per_variable import _ledger  # pylint: disable=g-import-not-at-top
   trainable = {id(v): v for v in model.trainable_variables}
   owner: Dict[int, Tuple[Any, str, str, str]] = {}
   for layer in _layers(model):
@@ -206,7 +206,7 @@ def _rows(model, optimizer) -> Tuple[List, List, List]:
 
 def ledger_of_model(model, optimizer: Any = None):
   """The ledger of a Keras model trained by a Keras optimizer."""
-  from safetrain import _ledger  # pylint: disable=g-import-not-at-top
+  from safetrain.per_variable import _ledger  # pylint: disable=g-import-not-at-top
   optimizer = optimizer if optimizer is not None else getattr(
       model, "optimizer", None)
   if not getattr(model, "built", True) or not model.trainable_variables:
