@@ -26,7 +26,7 @@ from absl import flags
 import tensorflow as tf
 import tf_slim
 
-from safetrain import _audit
+from safetrain.audit import _audit
 from safetrain.graph import _graph
 from safetrain.rule import _trace
 

@@ -17,8 +17,8 @@ from safetrain import _compat
 
 _compat.apply()
 
-from safetrain._audit import AuditResult
-from safetrain._audit import audit_meta_graph
+from safetrain.audit._audit import AuditResult
+from safetrain.audit._audit import audit_meta_graph
 from safetrain.rule._check import check_regularization
 from safetrain.tf1._deploy import Clone
 from safetrain.tf1._deploy import assert_counted_once

@@ -51,7 +51,7 @@ from absl import flags
 from absl import logging
 
 from safetrain.rule import _args
-from safetrain import _audit
+from safetrain.audit import _audit
 from safetrain.tf1 import _guard
 from safetrain import _quiet
 from safetrain._run_hook import sitecustomize

@@ -1,4 +1,4 @@
-"""Tests for safetrain._audit: auditing saved MetaGraphs, good and bad."""
+"""Tests for safetrain.audit._audit: auditing saved MetaGraphs, good and bad."""
 
 import os
 import re
@@ -12,7 +12,7 @@ import tf_slim as slim
 
 import audit_testdata
 import safetrain
-from safetrain import _audit
+from safetrain.audit import _audit
 
 Status = safetrain.Status
 

@@ -21,13 +21,13 @@ import tensorflow as tf
 import audit_testdata
 import safetrain
 import safetrain.slim  # pylint: disable=unused-import
-from safetrain import _audit
+from safetrain.audit import _audit
 from safetrain.tf1 import _guard
 from safetrain.rule import _trace
 from safetrain import cli
 
 _SCRIPT = os.path.join(os.path.dirname(sys.executable), "safetrain")
-_LIBRARY_MODULES = ("safetrain", "safetrain.slim", "safetrain._audit",
+_LIBRARY_MODULES = ("safetrain", "safetrain.slim", "safetrain.audit._audit",
                     "safetrain.tf1._guard", "safetrain.rule._trace")
 
 

@@ -30,7 +30,7 @@ import pytest
 import tensorflow as tf
 
 import audit_testdata
-from safetrain import _audit
+from safetrain.audit import _audit
 
 _BYTE_CASES = 3000
 _STRUCTURAL_CASES = 100

@@ -12,7 +12,7 @@ import tensorflow as tf
 import tf_slim
 
 import safetrain
-from safetrain import _audit
+from safetrain.audit import _audit
 from safetrain.tf1 import _guard
 
 _Optimizer = tf.compat.v1.train.Optimizer

@@ -18,7 +18,7 @@ import tensorflow as tf
 
 import helpers
 import safetrain
-from safetrain import _audit
+from safetrain.audit import _audit
 from safetrain.terms import _keras
 import safetrain.slim as slim
 
