@@ -54,7 +54,7 @@ from safetrain.rule import _args
 from safetrain.audit import _audit
 from safetrain.tf1 import _guard
 from safetrain import _quiet
-from safetrain._run_hook import sitecustomize
+from safetrain.guard._run_hook import sitecustomize
 
 __all__ = ("main", "run", "run_command")
 
@@ -159,7 +159,7 @@ def run_command(command: Sequence[str], on_missing: str = "raise") -> int:
   """Runs ``command`` with the guard installed in its Python processes.
 
   The guard reaches the command's processes through a ``sitecustomize``
-  module on ``PYTHONPATH`` (see ``safetrain/_run_hook``), so the command
+  module on ``PYTHONPATH`` (see ``safetrain/guard/_run_hook``), so the command
   line, working directory, standard streams and exit status are the
   command's own.
 

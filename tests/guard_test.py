@@ -284,7 +284,7 @@ class InstallTest(absltest.TestCase):
   def test_sitecustomize_guards_the_optimizer_module_when_it_loads(self):
     # The trampoline the run hook puts on the class installs the real guard
     # on the first call, with the policy from the environment.
-    from safetrain._run_hook import sitecustomize  # pylint: disable=g-import-not-at-top
+    from safetrain.guard._run_hook import sitecustomize  # pylint: disable=g-import-not-at-top
     with tf.Graph().as_default():
       loss, _ = _model()
       sitecustomize.patch(_Optimizer, "raise")

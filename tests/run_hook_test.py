@@ -116,7 +116,7 @@ class HookModuleTest(absltest.TestCase):
   def test_hook_watches_tf_slim_and_the_optimizer_module(self):
     # The hook is a real module: importing it under its package name has no
     # side effects; only Python's start-up import (as sitecustomize) acts.
-    from safetrain._run_hook import sitecustomize  # pylint: disable=g-import-not-at-top
+    from safetrain.guard._run_hook import sitecustomize  # pylint: disable=g-import-not-at-top
     hook = sitecustomize._Hook("raise")  # pylint: disable=protected-access
     self.assertEqual(set(hook._actions),  # pylint: disable=protected-access
                      {"tf_slim", "tensorflow.python.training.optimizer"})
@@ -125,7 +125,7 @@ class HookModuleTest(absltest.TestCase):
 
   def test_env_name_matches_the_guard(self):
     from safetrain.tf1 import _guard  # pylint: disable=g-import-not-at-top
-    from safetrain._run_hook import sitecustomize  # pylint: disable=g-import-not-at-top
+    from safetrain.guard._run_hook import sitecustomize  # pylint: disable=g-import-not-at-top
     self.assertEqual(sitecustomize.ON_MISSING_ENV, _guard.ON_MISSING_ENV)
 
 

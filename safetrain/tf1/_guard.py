@@ -25,7 +25,7 @@ Three ways in:
 * ``SafeOptimizer(optimizer, on_missing=...)``, a wrapper for code that
   builds its optimizer itself;
 * ``safetrain run -- python train.py ...``, which installs the guard in the
-  script's process through ``safetrain/_run_hook/sitecustomize.py``.
+  script's process through ``safetrain/guard/_run_hook/sitecustomize.py``.
 
 A check in progress turns further checks off for the same thread, so an
 optimizer wrapping another (``SafeOptimizer`` around a guarded one,

@@ -48,7 +48,7 @@ __all__ = ("GradientTape", "clear_cache", "patch", "unpatch")
 Status = _report.Status
 _Tape = tf.GradientTape
 # ``safetrain run`` may have put a trampoline there
-# (see safetrain/_run_hook/sitecustomize.py).
+# (see safetrain/guard/_run_hook/sitecustomize.py).
 _ORIGINALS = {
     name: getattr(_Tape.__dict__[name], "_safetrain_original",
                   _Tape.__dict__[name])
