@@ -5,15 +5,15 @@ regularization losses are always collected, and building a train op whose loss
 leaves out a regularized graph's terms raises ``MissingRegularizationError``
 at graph-build time. ``import safetrain.slim as slim`` is a drop-in for
 ``import tf_slim as slim``. Importing safetrain also makes tf_slim 1.1.0 work
-on current TensorFlow (see ``safetrain._compat``).
+on current TensorFlow (see ``safetrain.compat._compat``).
 """
 
-from safetrain import _quiet
+from safetrain.compat import _quiet
 
 _quiet.apply()  # Before TensorFlow loads; the safetrain command only.
 
 # pylint: disable=g-import-not-at-top,g-bad-import-order
-from safetrain import _compat
+from safetrain.compat import _compat
 
 _compat.apply()
 

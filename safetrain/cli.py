@@ -53,7 +53,7 @@ from absl import logging
 from safetrain.rule import _args
 from safetrain.audit import _audit
 from safetrain.tf1 import _guard
-from safetrain import _quiet
+from safetrain.compat import _quiet
 from safetrain.guard._run_hook import sitecustomize
 
 __all__ = ("main", "run", "run_command")

@@ -1,4 +1,4 @@
-"""Tests for safetrain._quiet: which process is the safetrain command."""
+"""Tests for safetrain.compat._quiet: which process is the safetrain command."""
 
 import os
 from unittest import mock
@@ -6,7 +6,7 @@ from unittest import mock
 from absl.testing import absltest
 from absl.testing import parameterized
 
-from safetrain import _quiet
+from safetrain.compat import _quiet
 
 _PY = "/usr/bin/python3"
 

@@ -8,10 +8,10 @@ TensorFlow never loads it.
 * ``tensorflow.python.training.optimizer``: once it has loaded, a small
   trampoline on ``Optimizer.compute_gradients`` installs the real guard
   (importing safetrain, by then safely after TensorFlow) on the first call.
-* ``tf_slim``: once it has loaded, ``safetrain._compat.apply()`` puts back
-  the TensorFlow names tf_slim 1.1.0 needs and fixes its bugs, before the
-  script builds anything with it (``tfexample_decoder`` and the streaming
-  metrics otherwise fail at graph build on TF 2.16 and later).
+* ``tf_slim``: once it has loaded, ``safetrain.compat._compat.apply()``
+  puts back the TensorFlow names tf_slim 1.1.0 needs and fixes its bugs,
+  before the script builds anything with it (``tfexample_decoder`` and the
+  streaming metrics otherwise fail at graph build on TF 2.16 and later).
 
 Then it runs the ``sitecustomize`` it shadows, if any. It tells
 ``safetrain run`` how far it got by creating marker files
@@ -88,7 +88,7 @@ def patch(optimizer_class, on_missing: str) -> None:
 def fix_slim(unused_module) -> None:
   """Applies safetrain's tf_slim fixes once tf_slim has loaded."""
   try:
-    from safetrain import _compat  # pylint: disable=g-import-not-at-top
+    from safetrain.compat import _compat  # pylint: disable=g-import-not-at-top
   except ImportError as e:
     sys.stderr.write(f"safetrain run: tf_slim left unfixed: cannot import "
                      f"safetrain ({e}).\n")
