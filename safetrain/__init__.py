@@ -17,15 +17,6 @@ from safetrain.compat import _compat
 
 _compat.apply()
 
-from safetrain.audit._audit import AuditResult
-from safetrain.audit._audit import audit_meta_graph
-from safetrain.rule._check import check_regularization
-from safetrain.tf1._deploy import Clone
-from safetrain.tf1._deploy import assert_counted_once
-from safetrain.tf1._deploy import clone_loss
-from safetrain.tf1._deploy import create_clones
-from safetrain.tf1._deploy import replica_total_loss
-from safetrain.tf1._deploy import sum_clone_losses
 from safetrain._errors import AuditInputError
 from safetrain._errors import DoubleCountedRegularizationError
 from safetrain._errors import EagerModeError
@@ -40,25 +31,34 @@ from safetrain._errors import RegularizationError
 from safetrain._errors import ReplicaScalingError
 from safetrain._errors import TooWeakRegularizationError
 from safetrain._errors import UnmatchedExclusionError
-from safetrain.tf1._guard import SafeOptimizer
-from safetrain.tf1._guard import guard_optimizers
-from safetrain.tf2._keras_decay import check_weight_decay
+from safetrain.audit._audit import AuditResult
+from safetrain.audit._audit import audit_meta_graph
 from safetrain.per_variable._ledger import Ledger
 from safetrain.per_variable._ledger import Mechanism
 from safetrain.per_variable._ledger import Row
 from safetrain.per_variable._ledger import ledger
+from safetrain.rule._check import check_regularization
 from safetrain.rule._policy import Verdict
 from safetrain.rule._report import Finding
 from safetrain.rule._report import FindingKind
 from safetrain.rule._report import RegularizationReport
 from safetrain.rule._report import RegularizationTerm
 from safetrain.rule._report import Status
-from safetrain.tf2._tape import GradientTape
 from safetrain.rule._trace import TrainOpTrace
 from safetrain.rule._trace import find_train_ops
 from safetrain.rule._trace import trace_train_op
+from safetrain.tf1._deploy import Clone
+from safetrain.tf1._deploy import assert_counted_once
+from safetrain.tf1._deploy import clone_loss
+from safetrain.tf1._deploy import create_clones
+from safetrain.tf1._deploy import replica_total_loss
+from safetrain.tf1._deploy import sum_clone_losses
+from safetrain.tf1._guard import SafeOptimizer
+from safetrain.tf1._guard import guard_optimizers
 from safetrain.tf1._train import create_train_op_safe
 from safetrain.tf1._train import total_loss_from
+from safetrain.tf2._keras_decay import check_weight_decay
+from safetrain.tf2._tape import GradientTape
 
 __version__ = "0.1.0"
 

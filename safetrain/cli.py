@@ -50,11 +50,11 @@ from absl import app
 from absl import flags
 from absl import logging
 
-from safetrain.rule import _args
 from safetrain.audit import _audit
-from safetrain.tf1 import _guard
 from safetrain.compat import _quiet
 from safetrain.guard._run_hook import sitecustomize
+from safetrain.rule import _args
+from safetrain.tf1 import _guard
 
 __all__ = ("main", "run", "run_command")
 

@@ -18,21 +18,22 @@ import os
 import re
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-import tensorflow as tf
 from google.protobuf import message as _pb_message
 from google.protobuf import text_format
+import tensorflow as tf
 from tensorflow.core.protobuf import meta_graph_pb2
+
 # The registry of the ops this TensorFlow build knows, to name unknown ops
 # before the import fails on them with a long C++ message.
 from tensorflow.python.framework import op_def_registry
 
-from safetrain.rule import _check
 from safetrain import _errors
 from safetrain.graph import _graph
-from safetrain.terms import _keras
+from safetrain.rule import _check
 from safetrain.rule import _policy
 from safetrain.rule import _report
 from safetrain.rule import _trace
+from safetrain.terms import _keras
 from safetrain.tf1 import _train
 
 __all__ = (
@@ -465,7 +466,9 @@ def _audit_train_op(op, graph, memo: _graph.Memo,
       _analyze_imported(trace.losses, variables, memo),)
   ledger = None
   if per_variable and reports:
-    from safetrain.per_variable import _ledger  # pylint: disable=g-import-not-at-top
+    from safetrain.per_variable import (
+      _ledger,  # pylint: disable=g-import-not-at-top
+    )
     ledger = _ledger.ledger_of_train_op(op, report=reports[0])
     reports = (ledger.report,)  # The same report, with the ledger's findings.
   return TrainOpAudit(name=op.name, op_type=op.type, variables=trace.variables,

@@ -143,6 +143,8 @@ def apply() -> None:
   _run_looper_threads_in_their_graph()
   # tf_slim's own bugs on current NumPy and TensorFlow (see _slim_fixes):
   # assign_from_checkpoint on partitioned variables, streaming_concat sizes.
-  from safetrain.compat import _slim_fixes  # pylint: disable=g-import-not-at-top
+  from safetrain.compat import (
+    _slim_fixes,  # pylint: disable=g-import-not-at-top
+  )
   _slim_fixes.install()
   _applied = True

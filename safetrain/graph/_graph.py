@@ -12,13 +12,25 @@ are unhashable when TF2 behaviour is on, operations are not.
 """
 
 import collections
+from typing import (
+  Any,
+  Callable,
+  Dict,
+  FrozenSet,
+  Iterable,
+  Iterator,
+  List,
+  Optional,
+  Set,
+  Tuple,
+)
 import weakref
-from typing import (Any, Callable, Dict, FrozenSet, Iterable, Iterator, List,
-                    Optional, Set, Tuple)
 
 import tensorflow as tf
+
 # A called function's body, as a graph of its own, to walk it.
 from tensorflow.python.framework import function_def_to_graph as _fdef_to_graph
+
 # The gradient registry is the only place that says whether TensorFlow can
 # differentiate an op; tf.gradients consults the same function.
 from tensorflow.python.framework import ops as _tf_ops

@@ -40,12 +40,12 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import tensorflow as tf
 
-from safetrain.rule import _args
-from safetrain.rule import _check
-from safetrain.graph import _coefficient
 from safetrain import _errors
+from safetrain.graph import _coefficient
 from safetrain.graph import _graph
 from safetrain.per_variable import _ledger_keras
+from safetrain.rule import _args
+from safetrain.rule import _check
 from safetrain.rule import _policy
 from safetrain.rule import _report
 from safetrain.rule import _trace
@@ -231,7 +231,9 @@ class Ledger:
     }
 
   def to_text(self, width: int = 100) -> str:
-    from safetrain.per_variable import _ledger_text  # pylint: disable=g-import-not-at-top
+    from safetrain.per_variable import (
+      _ledger_text,  # pylint: disable=g-import-not-at-top
+    )
     return _ledger_text.render(self, width)
 
 

@@ -23,9 +23,9 @@ from typing import Any, Dict, List, Optional, Tuple
 import numpy as np
 
 from safetrain import _errors
+from safetrain.rule import _report
 from safetrain.terms import _keras
 from safetrain.tf2 import _keras_decay
-from safetrain.rule import _report
 from safetrain.tf2 import _tf2
 
 __all__ = ("is_keras_model", "ledger_of_model")
@@ -124,7 +124,9 @@ def _learning_rate(optimizer) -> Optional[float]:
 
 
 def _step(optimizer):
-  from safetrain.per_variable import _ledger  # pylint: disable=g-import-not-at-top
+  from safetrain.per_variable import (
+    _ledger,  # pylint: disable=g-import-not-at-top
+  )
   if optimizer is None:
     return _ledger._Step("unknown", None, "the optimizer is not known")  # pylint: disable=protected-access
   name = type(optimizer).__name__
@@ -140,7 +142,9 @@ def _step(optimizer):
 
 
 def _rows(model, optimizer) -> Tuple[List, List, List]:
-  from safetrain.per_variable import _ledger  # pylint: disable=g-import-not-at-top
+  from safetrain.per_variable import (
+    _ledger,  # pylint: disable=g-import-not-at-top
+  )
   trainable = {id(v): v for v in model.trainable_variables}
   owner: Dict[int, Tuple[Any, str, str, str]] = {}
   for layer in _layers(model):
@@ -206,7 +210,9 @@ def _rows(model, optimizer) -> Tuple[List, List, List]:
 
 def ledger_of_model(model, optimizer: Any = None):
   """The ledger of a Keras model trained by a Keras optimizer."""
-  from safetrain.per_variable import _ledger  # pylint: disable=g-import-not-at-top
+  from safetrain.per_variable import (
+    _ledger,  # pylint: disable=g-import-not-at-top
+  )
   optimizer = optimizer if optimizer is not None else getattr(
       model, "optimizer", None)
   if not getattr(model, "built", True) or not model.trainable_variables:

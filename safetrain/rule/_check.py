@@ -15,11 +15,11 @@ from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 from absl import logging
 import tensorflow as tf
 
-from safetrain.rule import _args
 from safetrain.graph import _coefficient
 from safetrain.graph import _graph
-from safetrain.terms import _keras
+from safetrain.rule import _args
 from safetrain.rule import _report
+from safetrain.terms import _keras
 
 __all__ = ("all_variables", "analyze", "check_regularization", "in_scope",
            "regularization_losses", "replicas_summing", "routes")

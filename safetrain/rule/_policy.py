@@ -24,8 +24,8 @@ import enum
 import os
 import sys
 import sysconfig
-import warnings
 from typing import Callable, Dict, Optional, Sequence, Tuple, Type
+import warnings
 
 from absl import logging
 

@@ -20,10 +20,13 @@ functions are safetrain's however they are reached, also as
 
 import importlib
 
-import safetrain  # Applies the current-TensorFlow fixes first.
+# safetrain first: it makes tf_slim importable on current TensorFlow.
+# isort: off
+import safetrain
 import tf_slim as _tf_slim
-
 from safetrain.slim import _alias
+# isort: on
+
 _alias.install()
 # pylint: disable=g-import-not-at-top,wrong-import-position
 from safetrain.slim import learning

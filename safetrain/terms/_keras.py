@@ -47,8 +47,8 @@ import gc
 import inspect
 import re
 import sys
-import weakref
 from typing import Any, Callable, Dict, List, Optional, Tuple
+import weakref
 
 import tensorflow as tf
 

@@ -34,9 +34,9 @@ from typing import Any, Callable, Iterable, List, Optional, Sequence
 
 import tensorflow as tf
 
+from safetrain import _errors
 from safetrain.rule import _args
 from safetrain.rule import _check
-from safetrain import _errors
 from safetrain.rule import _report
 from safetrain.tf1 import _train
 

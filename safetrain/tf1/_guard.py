@@ -36,18 +36,18 @@ checked.
 
 import contextlib
 import threading
-import weakref
 from typing import Any, Dict, Iterator, List, Optional, Tuple
+import weakref
 
 from absl import logging
 import tensorflow as tf
 
-from safetrain.rule import _args
 from safetrain import _errors
 from safetrain.graph import _graph
+from safetrain.rule import _args
 from safetrain.rule import _report
-from safetrain.tf2 import _tape
 from safetrain.tf1 import _train
+from safetrain.tf2 import _tape
 
 __all__ = (
     "ON_MISSING_ENV",

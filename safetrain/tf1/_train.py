@@ -11,13 +11,13 @@ from typing import Any, Dict, Iterable, List, Optional, Sequence, Union
 from absl import logging
 import tensorflow as tf
 
-from safetrain.rule import _args
-from safetrain.rule import _check
 from safetrain import _errors
 from safetrain.graph import _graph
-from safetrain.terms import _keras
+from safetrain.rule import _args
+from safetrain.rule import _check
 from safetrain.rule import _policy
 from safetrain.rule import _report
+from safetrain.terms import _keras
 
 __all__ = (
     "MissingRegularizationWarning",

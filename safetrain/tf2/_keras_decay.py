@@ -24,8 +24,8 @@ from typing import Any, Iterable, List, Optional
 
 import tensorflow as tf
 
-from safetrain.rule import _args
 from safetrain import _errors
+from safetrain.rule import _args
 from safetrain.rule import _report
 from safetrain.tf2 import _tf2
 

@@ -36,11 +36,11 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import tensorflow as tf
 
+from safetrain import _errors
 from safetrain.rule import _args
 from safetrain.rule import _check
-from safetrain import _errors
-from safetrain.tf2 import _keras_decay
 from safetrain.rule import _report
+from safetrain.tf2 import _keras_decay
 from safetrain.tf2 import _tf2
 
 __all__ = ("GradientTape", "clear_cache", "patch", "unpatch")

@@ -23,17 +23,25 @@ import dataclasses
 import functools
 import sys
 import threading
-from typing import (Any, Callable, Dict, Iterator, List, Optional, Sequence,
-                    Tuple)
+from typing import (
+  Any,
+  Callable,
+  Dict,
+  Iterator,
+  List,
+  Optional,
+  Sequence,
+  Tuple,
+)
 
 from absl import logging
 import tensorflow as tf
 
-from safetrain.rule import _check
 from safetrain import _errors
-from safetrain.terms import _keras
+from safetrain.rule import _check
 from safetrain.rule import _policy
 from safetrain.rule import _report
+from safetrain.terms import _keras
 
 __all__ = (
     "Regularized",
