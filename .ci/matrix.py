@@ -4,9 +4,11 @@
                                          (--ci-library: CI's library subset)
     python3 .ci/matrix.py record LANE SUITE LOG  write the lane's result
     python3 .ci/matrix.py lock           rewrite requirements/lanes/*.txt (needs uv)
-    python3 .ci/matrix.py table          the README's compatibility table, from
+    python3 .ci/matrix.py table          the lane table, from
                                          requirements/results/*.txt
-    python3 .ci/matrix.py check          exit 1 unless README's table is that table
+    python3 .ci/matrix.py write-readme   write that table into CONTRIBUTING.md
+    python3 .ci/matrix.py check          exit 1 unless CONTRIBUTING.md's table
+                                         is that table
 
 A lane is ``tf<minor>-py<python>``. Its requirements file pins every package
 the lane installs, TensorFlow as ``tensorflow-cpu`` only: tf-keras requires
@@ -25,7 +27,8 @@ import tempfile
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LANES_DIR = os.path.join(ROOT, "requirements", "lanes")
 RESULTS_DIR = os.path.join(ROOT, "requirements", "results")
-README = os.path.join(ROOT, "README.md")
+# The lane table lives in the contributors' guide, between BEGIN and END.
+TABLE_DOC = os.path.join(ROOT, "CONTRIBUTING.md")
 
 # TensorFlow minor: (tensorflow-cpu, tf-keras, Pythons with wheels on PyPI).
 RELEASES = {
@@ -164,8 +167,9 @@ def table():
   return "\n".join(rows)
 
 
-def readme_table():
-  with open(README) as f:
+def doc_table():
+  """CONTRIBUTING.md's text, and where its table starts and ends."""
+  with open(TABLE_DOC) as f:
     text = f.read()
   start, end = text.index(BEGIN) + len(BEGIN), text.index(END)
   return text, start, end
@@ -183,13 +187,13 @@ def main(argv):
   elif command == "table":
     print(table())
   elif command == "write-readme":
-    text, start, end = readme_table()
-    with open(README, "w") as f:
+    text, start, end = doc_table()
+    with open(TABLE_DOC, "w") as f:
       f.write(text[:start] + "\n" + table() + "\n" + text[end:])
   elif command == "check":
-    text, start, end = readme_table()
+    text, start, end = doc_table()
     if text[start:end].strip() != table().strip():
-      sys.stderr.write("README's compatibility table differs from what the "
+      sys.stderr.write("CONTRIBUTING.md's lane table differs from what the "
                        "matrix ran; run: python3 .ci/matrix.py write-readme\n")
       return 1
   else:

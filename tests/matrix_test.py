@@ -1,4 +1,4 @@
-"""The lanes' requirements files, CI's subset and the README's table agree."""
+"""The lanes' requirements files, CI's subset and CONTRIBUTING's table agree."""
 
 import glob
 import importlib.util
@@ -57,8 +57,9 @@ class LanesTest(absltest.TestCase):
       for package in ("tensorflow-cpu", "tf-keras", "numpy"):
         self.assertEqual(result[package], pins[package], (lane, package))
 
-  def test_readme_table_is_what_the_matrix_ran(self):
-    text, start, end = matrix.readme_table()
+  def test_contributing_table_is_what_the_matrix_ran(self):
+    self.assertEqual(os.path.basename(matrix.TABLE_DOC), "CONTRIBUTING.md")
+    text, start, end = matrix.doc_table()
     self.assertEqual(text[start:end].strip(),
                      matrix.table().strip(),
                      "run: python3 .ci/matrix.py write-readme")
