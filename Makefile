@@ -4,12 +4,15 @@
 #   make test-oldest  the same on the oldest supported TensorFlow (.venv-tf2.15)
 #   make test-fast    the tests not marked slow (no subprocesses or clusters)
 #   make lint         ruff and mypy over safetrain/ (requirements/lint.txt)
+#   make docs         build the documentation site, strict (requirements/docs.txt),
+#                     into a temporary directory (DOCS_SITE=dir keeps it)
+#   make docs-test    run every code block of the README, CONTRIBUTING and docs/
 #   make test-matrix  the library's tests on every lane (TF 2.15-2.21 x Python
 #                     3.10-3.13 where TensorFlow has wheels); each lane
 #                     writes requirements/results/<lane>.txt
 #   make test-lane LANE=tf2.18-py3.12   one lane's library tests
-#   make ci           what .ci/run does: lint, the full suite on the newest and
-#                     oldest TF, library tests on a covering subset of lanes
+#   make ci           what .ci/run does: lint, docs, the full suite on the newest
+#                     and oldest TF, library tests on a covering subset of lanes
 # A lane installs requirements/lanes/<lane>.txt with --no-deps: every package
 # is pinned there, TensorFlow as tensorflow-cpu only (see .ci/matrix.py).
 SHELL := /bin/bash
@@ -34,8 +37,8 @@ LIBRARY_TESTS ?= tests -m "not slow" --ignore-glob="tests/examples_*"
 
 BIN := $(VENV)/bin
 
-.PHONY: venv test test-fast test-oldest lint test-lane test-matrix ci ci-lanes \
-	experiment benchmarks clean
+.PHONY: venv test test-fast test-oldest lint docs docs-test test-lane \
+	test-matrix ci ci-lanes experiment benchmarks clean
 
 venv: $(VENV)/.installed
 
@@ -63,6 +66,22 @@ lint: $(VENV)/.lint-installed
 	$(BIN)/ruff check safetrain
 	$(BIN)/mypy
 
+$(VENV)/.docs-installed: $(VENV)/.installed requirements/docs.txt
+	$(BIN)/python -m pip install --quiet -r requirements/docs.txt
+	touch $@
+
+# The site, strict: a broken link or reference fails the build. Built into a
+# temporary directory that is removed after, unless DOCS_SITE names one.
+DOCS_SITE ?=
+docs: $(VENV)/.docs-installed
+	@site="$(DOCS_SITE)"; [ -n "$$site" ] || site=$$(mktemp -d); \
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --site-dir "$$site" \
+		|| { rm -rf "$$site"; exit 1; }; \
+	if [ -n "$(DOCS_SITE)" ]; then echo "site: $$site"; else rm -rf "$$site"; fi
+
+docs-test: venv
+	$(BIN)/python -m pytest tests/docs_test.py $(PYTEST_ARGS)
+
 # One lane's library tests; the summary line goes to requirements/results.
 test-lane:
 	$(MAKE) venv PYTHON=python$(word 2,$(subst -py, ,$(LANE))) LANE=$(LANE) VENV=.venv-$(LANE)
@@ -81,7 +100,7 @@ ci-lanes:
 	set -e; for lane in $$(python3 .ci/matrix.py lanes --ci-library); do \
 		$(MAKE) test-lane LANE=$$lane; done
 
-ci: lint test test-oldest ci-lanes
+ci: lint docs test test-oldest ci-lanes
 
 experiment: venv
 	$(BIN)/python examples/weight_decay_experiment.py
