@@ -33,6 +33,7 @@ from safetrain._errors import TooWeakRegularizationError
 from safetrain._errors import UnmatchedExclusionError
 from safetrain.audit._audit import AuditResult
 from safetrain.audit._audit import audit_meta_graph
+from safetrain.guard._install import guard_optimizers
 from safetrain.per_variable._ledger import Ledger
 from safetrain.per_variable._ledger import Mechanism
 from safetrain.per_variable._ledger import Row
@@ -54,7 +55,6 @@ from safetrain.tf1._deploy import create_clones
 from safetrain.tf1._deploy import replica_total_loss
 from safetrain.tf1._deploy import sum_clone_losses
 from safetrain.tf1._guard import SafeOptimizer
-from safetrain.tf1._guard import guard_optimizers
 from safetrain.tf1._train import create_train_op_safe
 from safetrain.tf1._train import total_loss_from
 from safetrain.tf2._keras_decay import check_weight_decay

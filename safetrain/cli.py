@@ -52,9 +52,9 @@ from absl import logging
 
 from safetrain.audit import _audit
 from safetrain.compat import _quiet
+from safetrain.guard import _install
 from safetrain.guard._run_hook import sitecustomize
 from safetrain.rule import _args
-from safetrain.tf1 import _guard
 
 __all__ = ("main", "run", "run_command")
 
@@ -179,7 +179,7 @@ def run_command(command: Sequence[str], on_missing: str = "raise") -> int:
   directory = tempfile.mkdtemp(prefix="safetrain_run_")
   try:
     env = _quiet.child_environ(os.environ)  # The user's, as they had it.
-    env[_guard.ON_MISSING_ENV] = on_missing
+    env[_install.ON_MISSING_ENV] = on_missing
     env[sitecustomize.MARKERS_ENV] = directory  # The hook's marker files.
     env["PYTHONPATH"] = os.pathsep.join(
         p for p in (os.path.dirname(sitecustomize.__file__),

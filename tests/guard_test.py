@@ -13,6 +13,8 @@ import tf_slim
 
 import safetrain
 from safetrain.audit import _audit
+from safetrain.guard import _install
+from safetrain.rule import _installed
 from safetrain.tf1 import _guard
 
 _Optimizer = tf.compat.v1.train.Optimizer
@@ -289,13 +291,13 @@ class InstallTest(absltest.TestCase):
       loss, _ = _model()
       sitecustomize.patch(_Optimizer, "raise")
       try:
-        self.assertIsNone(_guard.installed())
+        self.assertIsNone(_install.installed())
         with self.assertRaises(safetrain.MissingRegularizationError):
           _sgd().minimize(loss)
-        self.assertEqual(_guard.installed(), "raise")
+        self.assertEqual(_install.installed(), "raise")
       finally:
-        _guard._policies.clear()  # pylint: disable=protected-access
-        _guard._unpatch_optimizer_class()  # pylint: disable=protected-access
+        _installed.clear()
+        _install._unpatch()  # pylint: disable=protected-access
     self.assertIs(_Optimizer.__dict__["compute_gradients"],
                   _ORIGINAL_COMPUTE_GRADIENTS)
 

@@ -124,9 +124,9 @@ class HookModuleTest(absltest.TestCase):
                          for f in sys.meta_path))
 
   def test_env_name_matches_the_guard(self):
-    from safetrain.tf1 import _guard  # pylint: disable=g-import-not-at-top
+    from safetrain.guard import _install  # pylint: disable=g-import-not-at-top
     from safetrain.guard._run_hook import sitecustomize  # pylint: disable=g-import-not-at-top
-    self.assertEqual(sitecustomize.ON_MISSING_ENV, _guard.ON_MISSING_ENV)
+    self.assertEqual(sitecustomize.ON_MISSING_ENV, _install.ON_MISSING_ENV)
 
 
 if __name__ == "__main__":

@@ -36,7 +36,7 @@ checked.
 
 import contextlib
 import threading
-from typing import Any, Dict, Iterator, List, Optional, Tuple
+from typing import Any, Dict, Iterator, List, Tuple
 import weakref
 
 from absl import logging
@@ -45,35 +45,24 @@ import tensorflow as tf
 from safetrain import _errors
 from safetrain.graph import _graph
 from safetrain.rule import _args
+from safetrain.rule import _installed
 from safetrain.rule import _report
+from safetrain.rule import _trace
 from safetrain.tf1 import _train
-from safetrain.tf2 import _tape
 
 __all__ = (
-    "ON_MISSING_ENV",
     "SafeOptimizer",
-    "guard_optimizers",
-    "install",
-    "installed",
+    "patch",
+    "unpatch",
 )
 
-# The environment variable through which ``safetrain run`` tells the
-# script's process which policy to install.
-ON_MISSING_ENV = "SAFETRAIN_RUN_ON_MISSING"
-
-# How the user of each way in changes the policy, for messages.
-_OPT_OUT_RUN = _report.OptOut(
-    "run the command as `safetrain run --on_missing={mode} -- ...`")
-_OPT_OUT_BLOCK = _report.OptOut('pass on_missing="{mode}" to guard_optimizers')
+# How the user of SafeOptimizer changes the policy, for messages.
 _OPT_OUT_WRAPPER = _report.OptOut('pass on_missing="{mode}" to SafeOptimizer')
 
 _Optimizer = tf.compat.v1.train.Optimizer
 _ORIGINAL = "_safetrain_original"
 _METHODS = ("compute_gradients", "apply_gradients")
 
-_lock = threading.Lock()
-# (on_missing, opt_out), innermost last.
-_policies: List[Tuple[str, _report.OptOut]] = []
 _local = threading.local()
 
 
@@ -182,7 +171,6 @@ def _losses_of_update(optimizer, grads_and_vars) -> List[Any]:
 
 def _traced_losses(grads_and_vars) -> List[Any]:
   """Losses of gradients no guarded ``compute_gradients`` recorded."""
-  from safetrain.rule import _trace  # pylint: disable=g-import-not-at-top
   if tf.executing_eagerly():
     return []
   gradients = [_gradient_tensor(g) for g, _ in grads_and_vars if g is not None]
@@ -246,7 +234,7 @@ def _guarded(method: str, original):
   if method == "compute_gradients":
     def compute_gradients(self, loss, var_list=None, *args, **kwargs):
       bound = original.__get__(self)
-      if not _policies or _checking():
+      if _installed.current() is None or _checking():
         return bound(loss, var_list, *args, **kwargs)
       with _check_scope():
         return _compute(self, bound, loss, var_list, args, kwargs)
@@ -254,9 +242,10 @@ def _guarded(method: str, original):
   else:
     def apply_gradients(self, grads_and_vars, global_step=None, name=None):
       bound = original.__get__(self)
-      if not _policies or _checking():
+      policy = _installed.current()
+      if policy is None or _checking():
         return bound(grads_and_vars, global_step=global_step, name=name)
-      on_missing, opt_out = _policies[-1]
+      on_missing, opt_out = policy
       with _check_scope():
         return _apply(self, bound, grads_and_vars, global_step, name,
                       on_missing, opt_out)
@@ -267,72 +256,18 @@ def _guarded(method: str, original):
   return guarded
 
 
-def _patch_optimizer_class() -> None:
+def patch() -> None:
+  """Checks every ``tf.compat.v1.train.Optimizer`` update (see ``guard``)."""
   for method in _METHODS:
     current = _Optimizer.__dict__[method]
     if getattr(current, _ORIGINAL, None) is None:
       setattr(_Optimizer, method, _guarded(method, current))
-  _tape.patch()  # TF2: tf.GradientTape and Keras optimizers (see _tape).
 
 
-def _unpatch_optimizer_class() -> None:
+def unpatch() -> None:
   for method in _METHODS:
     current = _Optimizer.__dict__[method]
     setattr(_Optimizer, method, getattr(current, _ORIGINAL, current))
-  _tape.unpatch()
-
-
-def install(on_missing: str = "raise") -> None:
-  """Guards every optimizer for the rest of the process (``safetrain run``)."""
-  _args.on_missing(on_missing, "safetrain run")
-  with _lock:
-    _policies.insert(0, (on_missing, _OPT_OUT_RUN))
-    _patch_optimizer_class()
-
-
-def installed() -> Optional[str]:
-  """The policy the guard applies now, or None when it is not installed."""
-  return _policies[-1][0] if _policies else None
-
-
-@contextlib.contextmanager
-def guard_optimizers(on_missing: str = "raise") -> Iterator[None]:
-  """Checks every TF1 optimizer's updates inside the block.
-
-  Inside the block, ``tf.compat.v1.train.Optimizer``'s ``apply_gradients``
-  (and so ``minimize``, slim's ``create_train_op`` and
-  ``SyncReplicasOptimizer``) first checks that the losses whose gradients it
-  applies include the regularization of the variables it updates, each
-  once, as ``create_train_op_safe`` does:
-
-      with safetrain.guard_optimizers():
-        train_op = tf_slim.learning.create_train_op(loss, optimizer)
-
-  Args:
-    on_missing: ``"raise"`` raises the ``RegularizationError`` of the
-      verdict; ``"add"`` applies the gradients of the loss plus the left-out
-      terms; ``"warn"`` warns (``MissingRegularizationWarning``) and applies
-      the gradients as given. It governs every verdict (see ``_policy``).
-
-  Yields:
-    None. Blocks nest; the innermost policy applies.
-  """
-  _args.on_missing(on_missing, "guard_optimizers")
-  entry = (on_missing, _OPT_OUT_BLOCK)
-  with _lock:
-    _policies.append(entry)
-    _patch_optimizer_class()
-  try:
-    yield
-  finally:
-    with _lock:
-      # Remove this block's entry, the last one equal to it.
-      for i in range(len(_policies) - 1, -1, -1):
-        if _policies[i] == entry:
-          del _policies[i]
-          break
-      if not _policies:
-        _unpatch_optimizer_class()
 
 
 class SafeOptimizer(tf.compat.v1.train.Optimizer):

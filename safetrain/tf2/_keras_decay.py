@@ -26,6 +26,7 @@ import tensorflow as tf
 
 from safetrain import _errors
 from safetrain.rule import _args
+from safetrain.rule import _installed
 from safetrain.rule import _report
 from safetrain.tf2 import _tf2
 
@@ -147,8 +148,7 @@ def check_weight_decay(optimizer: Any, variables: Iterable, *,
 def _guarded(original):
   @tf.autograph.experimental.do_not_convert
   def apply_gradients(self, grads_and_vars, *args, **kwargs):
-    from safetrain.tf1 import _guard  # pylint: disable=g-import-not-at-top
-    policy = _guard.installed()
+    policy = _installed.installed()
     if policy is not None:
       grads_and_vars = list(grads_and_vars)
       variables = [v for _, v in grads_and_vars]

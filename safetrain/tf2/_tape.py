@@ -39,6 +39,7 @@ import tensorflow as tf
 from safetrain import _errors
 from safetrain.rule import _args
 from safetrain.rule import _check
+from safetrain.rule import _installed
 from safetrain.rule import _report
 from safetrain.tf2 import _keras_decay
 from safetrain.tf2 import _tf2
@@ -72,8 +73,7 @@ def _bypassed() -> bool:
 
 
 def _guard_policy() -> Optional[str]:
-  from safetrain.tf1 import _guard  # pylint: disable=g-import-not-at-top
-  return _guard.installed()
+  return _installed.installed()
 
 
 def _policy(tape) -> Optional[str]:

@@ -50,13 +50,13 @@ def _install(on_missing: str, restore) -> None:
   for cls, name, original in restore:
     setattr(cls, name, original)
   try:
-    from safetrain.tf1 import _guard  # pylint: disable=g-import-not-at-top
+    from safetrain.guard import _install  # pylint: disable=g-import-not-at-top
   except ImportError as e:
     raise ImportError(
         f"safetrain run: cannot import safetrain in {sys.executable} ({e}); "
         "install it in the environment that runs the script.") from e
-  if _guard.installed() is None:
-    _guard.install(on_missing)
+  if _install.installed() is None:
+    _install.install(on_missing)
 
 
 def patch(optimizer_class, on_missing: str) -> None:
