@@ -39,12 +39,12 @@ from safetrain.per_variable._ledger import Mechanism
 from safetrain.per_variable._ledger import Row
 from safetrain.per_variable._ledger import ledger
 from safetrain.rule._check import check_regularization
-from safetrain.rule._policy import Verdict
 from safetrain.rule._report import Finding
 from safetrain.rule._report import FindingKind
 from safetrain.rule._report import RegularizationReport
 from safetrain.rule._report import RegularizationTerm
 from safetrain.rule._report import Status
+from safetrain.rule._report import Verdict
 from safetrain.rule._trace import TrainOpTrace
 from safetrain.rule._trace import find_train_ops
 from safetrain.rule._trace import trace_train_op

@@ -4,7 +4,7 @@
 training directory), finds its train ops, traces each back to the loss it
 minimizes and the variables it updates (``_trace``), and judges them as one
 update with the library's own report and policy (``_train.update_report``,
-``_policy.verdicts``): the same rule, coefficients included, that
+``_report.verdicts``): the same rule, coefficients included, that
 ``create_train_op_safe`` and the guard apply.
 
 The file is untrusted input. It is parsed as a protobuf and imported into a
@@ -338,11 +338,11 @@ class TrainOpAudit:
     return tuple(t for r in self.reports for t in r.missing)
 
   @property
-  def verdicts(self) -> Tuple[_policy.Verdict, ...]:
+  def verdicts(self) -> Tuple[_report.Verdict, ...]:
     """What the one policy says of this train op's update."""
-    found: List[_policy.Verdict] = []
+    found: List[_report.Verdict] = []
     for report in self.reports:
-      found.extend(v for v in _policy.verdicts(report) if v not in found)
+      found.extend(v for v in _report.verdicts(report) if v not in found)
     return tuple(found)
 
   def to_dict(self) -> Dict[str, Any]:
@@ -377,8 +377,8 @@ class AuditResult:
     return tuple(t for a in self.train_ops for t in a.missing)
 
   @property
-  def verdicts(self) -> Tuple[_policy.Verdict, ...]:
-    found: List[_policy.Verdict] = []
+  def verdicts(self) -> Tuple[_report.Verdict, ...]:
+    found: List[_report.Verdict] = []
     for audit in self.train_ops:
       found.extend(v for v in audit.verdicts if v not in found)
     return tuple(found)
@@ -424,7 +424,7 @@ class AuditResult:
         lines.extend("  " + line for line in report.to_text().splitlines())
       if audit.ledger is not None:
         lines.append(audit.ledger.to_text())
-    problems = [(a, r, _policy.verdicts(r)) for a in self.train_ops
+    problems = [(a, r, _report.verdicts(r)) for a in self.train_ops
                 for r in a.reports]
     problems = [p for p in problems if p[2]]
     # Each problem's message says what, which, why and the fix.

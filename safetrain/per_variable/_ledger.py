@@ -212,8 +212,8 @@ class Ledger:
     return self.report.findings
 
   @property
-  def verdicts(self) -> Tuple[_policy.Verdict, ...]:
-    return _policy.verdicts(self.report)
+  def verdicts(self) -> Tuple[_report.Verdict, ...]:
+    return _report.verdicts(self.report)
 
   @property
   def exit_code(self) -> int:

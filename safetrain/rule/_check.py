@@ -291,7 +291,7 @@ def check_regularization(
   Returns:
     A ``RegularizationReport``; its ``missing`` terms are required but left
     out, and ``ok`` is true when nothing is wrong with it (see
-    ``safetrain.rule._policy.verdicts``).
+    ``safetrain.rule._report.verdicts``).
   """
   caller = "check_regularization"
   _args.require_graph_mode(caller)

@@ -7,10 +7,11 @@ so ``safetrain run``), the audit of a saved graph, the clone and replica
 builders and the example trainers. So one graph gets one verdict, whichever
 way it is checked.
 
-``verdicts(report)`` says what is wrong; ``apply(report, on_missing, ...)``
-acts on it: ``"raise"`` raises the error of the first verdict (with every
-verdict's message), ``"add"`` returns the left-out terms for the caller to
-add when leaving out is all that is wrong, ``"warn"`` warns.
+``_report.verdicts(report)`` says what is wrong (a fact about the report,
+so it lives with it); ``apply(report, on_missing, ...)`` acts on it:
+``"raise"`` raises the error of the first verdict (with every verdict's
+message), ``"add"`` returns the left-out terms for the caller to add when
+leaving out is all that is wrong, ``"warn"`` warns.
 ``exit_code(report)`` is what a command line exits with.
 
 ``on_missing`` governs every verdict, not only terms left out: a term counted
@@ -20,7 +21,6 @@ terms left out can be fixed by ``"add"``; the others raise under it.
 """
 
 import dataclasses
-import enum
 import os
 import sys
 import sysconfig
@@ -36,10 +36,8 @@ __all__ = (
     "EXIT_BAD_INPUT",
     "EXIT_OK",
     "EXIT_PROBLEM",
-    "Verdict",
     "apply",
     "exit_code",
-    "verdicts",
 )
 
 EXIT_OK = 0
@@ -49,24 +47,7 @@ EXIT_BAD_INPUT = 2
 Status = _report.Status
 
 
-class Verdict(enum.Enum):
-  """What is wrong with the regularization of one update."""
-
-  MISSING = "missing"
-  """A required term is not in any loss of the update."""
-  DOUBLED = "doubled"
-  """A term enters with a larger coefficient than once."""
-  TOO_WEAK = "too weak"
-  """A term enters with a smaller coefficient than once."""
-  MISSCALED = "not scaled for replicas"
-  """N replicas sum their gradients, but a replica's loss is not data/N plus
-  the regularization once."""
-  INEFFECTIVE = "ineffective"
-  """A regularizer is set where it never reaches any loss."""
-  UNMATCHED = "exclusion matches nothing"
-  """An exclusion (a decay mask's name, a trainable scope) matches no
-  variable, so it excludes nothing (the ledger's finding)."""
-
+Verdict = _report.Verdict
 
 _ERRORS: Dict[Verdict, Type[_errors.RegularizationError]] = {
     Verdict.MISSING: _errors.MissingRegularizationError,
@@ -79,30 +60,11 @@ _ERRORS: Dict[Verdict, Type[_errors.RegularizationError]] = {
 Finding = _report.FindingKind
 
 
-def verdicts(report: _report.RegularizationReport) -> Tuple[Verdict, ...]:
-  """Everything wrong with ``report``, most fundamental first; () if ok."""
-  found = []
-  if report.missing or report.found(Finding.ALL_LEFT_OUT):
-    found.append(Verdict.MISSING)
-  if report.overcounted or report.found(Finding.DECAYED_TWICE):
-    found.append(Verdict.DOUBLED)
-  if report.replicas > 1:
-    if report.misscaled_data or report.undercounted:
-      found.append(Verdict.MISSCALED)
-  elif report.undercounted:
-    found.append(Verdict.TOO_WEAK)
-  if report.ineffective:
-    found.append(Verdict.INEFFECTIVE)
-  if report.found(Finding.UNMATCHED):
-    found.append(Verdict.UNMATCHED)
-  return tuple(found)
-
-
 def exit_code(report: Optional[_report.RegularizationReport]) -> int:
   """0 when the report is ok, 1 for any verdict, 2 when nothing was checked."""
   if report is None:
     return EXIT_BAD_INPUT
-  return EXIT_PROBLEM if verdicts(report) else EXIT_OK
+  return EXIT_PROBLEM if _report.verdicts(report) else EXIT_OK
 
 
 def _addable(report: _report.RegularizationReport, found: Sequence[Verdict]
@@ -173,7 +135,7 @@ def apply(report: _report.RegularizationReport, on_missing: str, caller: str,
     RegularizationError: the subclass of the first verdict, unless
       ``on_missing="warn"``.
   """
-  found = verdicts(report)
+  found = _report.verdicts(report)
   if not found:
     return ()
   if on_missing == "add":

@@ -8,8 +8,10 @@ import dataclasses
 import enum
 from typing import Any, Dict, List, Optional, Tuple
 
+from safetrain.terms import _keras
+
 __all__ = ("Finding", "FindingKind", "OptOut", "RegularizationReport",
-           "RegularizationTerm", "Status")
+           "RegularizationTerm", "Status", "Verdict", "verdicts")
 
 # How many left-out terms a message lists before "... and N more".
 MESSAGE_LIMIT = 5
@@ -275,9 +277,8 @@ class RegularizationReport:
 
   @property
   def ok(self) -> bool:
-    """No verdict: the one policy (``_policy.verdicts``) finds nothing."""
-    from safetrain.rule import _policy  # pylint: disable=g-import-not-at-top
-    return not _policy.verdicts(self)
+    """No verdict: ``verdicts`` finds nothing."""
+    return not verdicts(self)
 
   def count(self, status: Status) -> int:
     return sum(1 for t in self.terms if t.status is status)
@@ -432,7 +433,6 @@ class RegularizationReport:
 
   def ineffective_message(self, caller: str, opt_out: OptOut = OPT_OUT) -> str:
     """The message of IneffectiveRegularizerError."""
-    from safetrain.terms import _keras  # pylint: disable=g-import-not-at-top
     return "\n".join([_keras.ineffective_message(
         caller, list(self.ineffective))] + opt_out.lines("train without them"))
 
@@ -459,6 +459,45 @@ class RegularizationReport:
       lines.append(f"  ... and {len(terms) - MESSAGE_LIMIT} more "
                    f"(see error.{field})")
     return lines
+
+
+class Verdict(enum.Enum):
+  """What is wrong with the regularization of one update."""
+
+  MISSING = "missing"
+  """A required term is not in any loss of the update."""
+  DOUBLED = "doubled"
+  """A term enters with a larger coefficient than once."""
+  TOO_WEAK = "too weak"
+  """A term enters with a smaller coefficient than once."""
+  MISSCALED = "not scaled for replicas"
+  """N replicas sum their gradients, but a replica's loss is not data/N plus
+  the regularization once."""
+  INEFFECTIVE = "ineffective"
+  """A regularizer is set where it never reaches any loss."""
+  UNMATCHED = "exclusion matches nothing"
+  """An exclusion (a decay mask's name, a trainable scope) matches no
+  variable, so it excludes nothing (the ledger's finding)."""
+
+
+
+def verdicts(report: "RegularizationReport") -> Tuple[Verdict, ...]:
+  """Everything wrong with ``report``, most fundamental first; () if ok."""
+  found = []
+  if report.missing or report.found(FindingKind.ALL_LEFT_OUT):
+    found.append(Verdict.MISSING)
+  if report.overcounted or report.found(FindingKind.DECAYED_TWICE):
+    found.append(Verdict.DOUBLED)
+  if report.replicas > 1:
+    if report.misscaled_data or report.undercounted:
+      found.append(Verdict.MISSCALED)
+  elif report.undercounted:
+    found.append(Verdict.TOO_WEAK)
+  if report.ineffective:
+    found.append(Verdict.INEFFECTIVE)
+  if report.found(FindingKind.UNMATCHED):
+    found.append(Verdict.UNMATCHED)
+  return tuple(found)
 
 
 _FINDING_WHAT = {
