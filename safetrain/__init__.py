@@ -34,10 +34,10 @@ from safetrain._errors import UnmatchedExclusionError
 from safetrain.audit._audit import AuditResult
 from safetrain.audit._audit import audit_meta_graph
 from safetrain.guard._install import guard_optimizers
-from safetrain.per_variable._ledger import Ledger
-from safetrain.per_variable._ledger import Mechanism
-from safetrain.per_variable._ledger import Row
 from safetrain.per_variable._ledger import ledger
+from safetrain.per_variable._rows import Ledger
+from safetrain.per_variable._rows import Mechanism
+from safetrain.per_variable._rows import Row
 from safetrain.rule._check import check_regularization
 from safetrain.rule._report import Finding
 from safetrain.rule._report import FindingKind

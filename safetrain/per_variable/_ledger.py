@@ -25,7 +25,7 @@
   gradient unscaled), ``1 - lr * wd`` for decoupled decay; otherwise it says
   why not ("depends on the optimizer state").
 
-Its findings (a variable decayed twice, by a term of the loss and by
+Its _rows.findings (a variable decayed twice, by a term of the loss and by
 decoupled decay; an exclusion matching nothing; a variable whose terms are
 all left out; as information, a variable decayed by several terms of the
 loss, a kernel left undecayed among decayed siblings, a decayed bias or
@@ -44,6 +44,7 @@ from safetrain import _errors
 from safetrain.graph import _coefficient
 from safetrain.graph import _graph
 from safetrain.per_variable import _ledger_keras
+from safetrain.per_variable import _rows
 from safetrain.rule import _args
 from safetrain.rule import _check
 from safetrain.rule import _policy
@@ -51,24 +52,10 @@ from safetrain.rule import _report
 from safetrain.rule import _trace
 from safetrain.tf1 import _train
 
-__all__ = ("Ledger", "Mechanism", "Row", "ledger", "ledger_of_train_op")
-
-KERNEL = "kernel"
-BIAS = "bias"
-SCALE = "normalization scale"
-OFFSET = "normalization offset"
-EMBEDDING = "embedding"
-OTHER = "other"
-KINDS = (KERNEL, BIAS, SCALE, OFFSET, EMBEDDING, OTHER)
+__all__ = ("ledger", "ledger_of_train_op")
 
 # ledger() builds nothing, so "add" is not a way out there.
 _LEDGER_OPT_OUT = _report.OptOut('pass on_missing="{mode}"', can_add=False)
-
-TRAINED = "trained"
-FROZEN = "frozen"
-EXCLUDED = "excluded"
-
-STATE_DEPENDENT = "depends on the optimizer state"
 
 # Op type -> the input indices that make a variable a kernel (None: any).
 _KERNEL_INPUTS: Dict[str, Optional[Tuple[int, ...]]] = {
@@ -94,147 +81,6 @@ _APPLY = {
     "ProximalGradientDescent": ("proximal sgd", 1),
 }
 _APPLY_TYPE = re.compile(r"^(?:Resource)?(?:Sparse)?Apply(\w+)$")
-
-
-@dataclasses.dataclass(frozen=True)
-class Mechanism:
-  """One way a variable is regularized.
-
-  Attributes:
-    kind: ``"L2"``, ``"L1"``, ``"L1L2"``, ``"decoupled"`` or ``"other"`` (a
-      term whose form the graph does not show as ``c*sum(w^2)``/``c*sum|w|``).
-    source: the term's tensor name, or the optimizer with its decay rate.
-    status: the term's ``Status`` value (``included``, ``missing``, ...);
-      ``"applied"`` for decoupled decay, ``"declared"`` for a Keras model's
-      regularizer (no loss to look into).
-    l2: ``c`` of ``c * sum(w^2)``, as the term's graph (or the Keras
-      regularizer) shows it; None if none or not shown.
-    l1: ``c`` of ``c * sum(|w|)``, likewise.
-    coefficient: how often the optimized loss counts the term (the
-      report's); None when not read.
-    rate: the decoupled decay rate ``wd``.
-  """
-
-  kind: str
-  source: str
-  status: str
-  l2: Optional[float] = None
-  l1: Optional[float] = None
-  coefficient: Optional[float] = None
-  rate: Optional[float] = None
-
-  @property
-  def acts(self) -> bool:
-    """Whether it changes the variable during training."""
-    return self.status in ("included", "applied", "declared")
-
-  @property
-  def shrinks(self) -> bool:
-    """Whether it acts and decays ``w`` in proportion to ``w`` (L2-like)."""
-    return self.acts and (self.kind in ("L2", "L1L2", "decoupled"))
-
-  def describe(self) -> str:
-    if self.kind == "decoupled":
-      return f"decoupled wd={self.rate:g}"
-    parts = []
-    if self.l2 is not None:
-      parts.append(f"{self.l2:g}*sum(w^2)")
-    if self.l1 is not None:
-      parts.append(f"{self.l1:g}*sum|w|")
-    form = " + ".join(parts) or "other term"
-    times = ("" if self.coefficient is None or self.coefficient == 1.0 else
-             f" x{self.coefficient:g}")
-    state = "" if self.status == "included" else f" ({self.status})"
-    return f"{form}{times}{state}"
-
-  def to_dict(self) -> Dict[str, Any]:
-    return dataclasses.asdict(self)
-
-
-@dataclasses.dataclass(frozen=True)
-class Row:
-  """One trainable variable in the ledger.
-
-  Attributes:
-    variable: its name (``conv1/weights``).
-    shape: its shape (None for unknown dimensions).
-    kind: one of ``KINDS``.
-    used_by: what decided the kind: the consuming op type (``Conv2D``) or
-      the Keras layer and attribute (``Dense.kernel``).
-    training: ``trained``, ``frozen`` or ``excluded`` (from decay).
-    by: what froze or excluded it; empty when trained.
-    mechanisms: every regularization acting on it.
-    decay: the effective per-step factor on ``w`` where it is constant.
-    decay_note: the formula behind ``decay``, or why there is none.
-  """
-
-  variable: str
-  shape: Tuple[Optional[int], ...]
-  kind: str
-  used_by: str
-  training: str
-  by: str
-  mechanisms: Tuple[Mechanism, ...]
-  decay: Optional[float]
-  decay_note: str
-
-  @property
-  def decayed(self) -> bool:
-    return self.training != FROZEN and any(
-        m.acts and m.kind != "other" for m in self.mechanisms)
-
-  def to_dict(self) -> Dict[str, Any]:
-    result = dataclasses.asdict(self)
-    result["shape"] = list(self.shape)
-    result["mechanisms"] = [m.to_dict() for m in self.mechanisms]
-    result["decayed"] = self.decayed
-    return result
-
-
-@dataclasses.dataclass(frozen=True)
-class Ledger:
-  """The ledger of one update.
-
-  Attributes:
-    source: what it is of (a train op's name, a Keras model's).
-    optimizer: the optimizer as far as known, e.g. ``"sgd, lr 0.1"``.
-    rows: one ``Row`` per trainable variable, in graph order.
-    report: the update's ``RegularizationReport``, with the findings.
-  """
-
-  source: str
-  optimizer: str
-  rows: Tuple[Row, ...]
-  report: _report.RegularizationReport
-
-  @property
-  def findings(self) -> Tuple[_report.Finding, ...]:
-    return self.report.findings
-
-  @property
-  def verdicts(self) -> Tuple[_report.Verdict, ...]:
-    return _report.verdicts(self.report)
-
-  @property
-  def exit_code(self) -> int:
-    return _policy.exit_code(self.report)
-
-  def to_dict(self) -> Dict[str, Any]:
-    return {
-        "source": self.source,
-        "optimizer": self.optimizer,
-        "ok": not self.verdicts,
-        "verdicts": [v.value for v in self.verdicts],
-        "decayed": sum(r.decayed for r in self.rows),
-        "rows": [r.to_dict() for r in self.rows],
-        "findings": [f.to_dict() for f in self.findings],
-    }
-
-  def to_text(self, width: int = 100) -> str:
-    from safetrain.per_variable import (
-      _ledger_text,  # pylint: disable=g-import-not-at-top
-    )
-    return _ledger_text.render(self, width)
 
 
 # --- Reading a v1 graph. --------------------------------------------------
@@ -290,26 +136,26 @@ def _classify(variable_op, rank: Optional[int]) -> Tuple[str, str]:
   for op, index in uses:
     allowed = _KERNEL_INPUTS.get(op.type, ())
     if allowed is None or index in (allowed or ()):
-      return KERNEL, op.type
+      return _rows.KERNEL, op.type
   for op, index in uses:
     if op.type in _GATHERS and index == 0:
-      return EMBEDDING, op.type
+      return _rows.EMBEDDING, op.type
   for op, index in uses:
     if op.type in _FUSED_NORMS and index in (1, 2):
-      return (SCALE if index == 1 else OFFSET), op.type
+      return (_rows.SCALE if index == 1 else _rows.OFFSET), op.type
     if rank == 1 and op.type == "Mul" and _is_rsqrt_product(op, index):
-      return SCALE, "Mul by Rsqrt (batch_normalization)"
+      return _rows.SCALE, "Mul by Rsqrt (batch_normalization)"
     if rank == 1 and op.type == "Sub" and index == 0:
-      return OFFSET, "Sub (batch_normalization)"
+      return _rows.OFFSET, "Sub (batch_normalization)"
   for op, index in uses:
     if op.type == "BiasAdd" and index == 1:
-      return BIAS, op.type
+      return _rows.BIAS, op.type
     if op.type in ("Add", "AddV2") and rank == 1:
       other = op.inputs[1 - index]
       if other.shape.ndims is not None and other.shape.ndims > 1:
-        return BIAS, op.type
+        return _rows.BIAS, op.type
   types = sorted(set(seen_types))
-  return OTHER, ", ".join(types[:3]) or "no consumer"
+  return _rows.OTHER, ", ".join(types[:3]) or "no consumer"
 
 
 def _term_tensor(term) -> tf.Tensor:
@@ -383,11 +229,11 @@ def _factors(tensor, variable_op) -> Tuple[Optional[float], Optional[float]]:
   return totals.get("l2"), totals.get("l1")
 
 
-def _mechanism(term, variable_op) -> Mechanism:
+def _mechanism(term, variable_op) -> _rows.Mechanism:
   l2, l1 = _factors(_term_tensor(term.tensor), variable_op)
   kind = ("L1L2" if l2 is not None and l1 is not None else
           "L2" if l2 is not None else "L1" if l1 is not None else "other")
-  return Mechanism(kind=kind, source=term.name, status=term.status.value,
+  return _rows.Mechanism(kind=kind, source=term.name, status=term.status.value,
                    l2=l2, l1=l1, coefficient=term.coefficient)
 
 
@@ -420,21 +266,12 @@ def _apply_ops(train_op, variable_ops: Sequence[tf.Operation]
   return found
 
 
-@dataclasses.dataclass(frozen=True)
-class _Step:
-  """What the update does to one variable: the optimizer and its lr."""
-
-  optimizer: str
-  learning_rate: Optional[float]
-  note: str  # Why the step's decay is not a constant; empty if it may be.
-
-
-def _step_of(apply_op, constants: Optional[Dict] = None) -> _Step:
+def _step_of(apply_op, constants: Optional[Dict] = None) -> _rows.Step:
   """The step of one apply op; ``constants`` caches folded learning rates
   (an optimizer feeds one lr tensor to the apply ops of all its variables).
   """
   if apply_op is None:
-    return _Step("unknown", None, "the optimizer is not known")
+    return _rows.Step("unknown", None, "the optimizer is not known")
   match = _APPLY_TYPE.match(apply_op.type)
   name, lr_index = _APPLY.get(match.group(1) if match else "",
                               (apply_op.type, -1))
@@ -446,114 +283,14 @@ def _step_of(apply_op, constants: Optional[Dict] = None) -> _Step:
       constants[_graph.key(rate)] = _coefficient._scalar_constant(rate)  # pylint: disable=protected-access
     lr = constants[_graph.key(rate)]
   if name != "sgd" or "Sparse" in apply_op.type:
-    return _Step(name, lr, f"{STATE_DEPENDENT} ({name})")
+    return _rows.Step(name, lr, f"{_rows.STATE_DEPENDENT} ({name})")
   if lr is None:
-    return _Step(name, None, "lr is not a constant in the graph")
+    return _rows.Step(name, None, "lr is not a constant in the graph")
   delta = apply_op.inputs[2]
   if not _GRADIENT_SCOPE.search(delta.op.name):
-    return _Step(name, lr, "the gradient is transformed before the update "
+    return _rows.Step(name, lr, "the gradient is transformed before the update "
                  "(clipping, a multiplier or a sum of clones)")
-  return _Step(name, lr, "")
-
-
-def decay_of(mechanisms: Sequence[Mechanism], step: _Step,
-             training: str) -> Tuple[Optional[float], str]:
-  """The per-step factor on ``w`` and its formula, or why there is none."""
-  if training == FROZEN:
-    return None, "not trained"
-  acting = [m for m in mechanisms if m.acts and m.kind != "other"]
-  if not acting:
-    return (1.0, "no decay") if not any(
-        m.acts for m in mechanisms) else (None, "a term of unknown form")
-  if any(m.kind in ("L1", "L1L2") for m in acting):
-    return None, "L1 moves w toward 0 by lr*c each step, not a factor"
-  lr = step.learning_rate
-  decoupled_only = all(m.kind == "decoupled" for m in acting)
-  if lr is None or (step.note and not decoupled_only):
-    # Decoupled decay alone is 1 - lr*wd whatever the optimizer.
-    return None, step.note or "lr is not known"
-  rate = 0.0
-  formula = []
-  condition = ""
-  for m in acting:
-    if m.kind == "decoupled":
-      rate += lr * (m.rate or 0.0)
-      formula.append("lr*wd")
-    else:
-      k = m.coefficient
-      if k is None and m.status == "declared":
-        k, condition = 1.0, " (if the loss adds model.losses once)"
-      if m.l2 is None or k is None:
-        return None, "the term's coefficient in the loss is not shown"
-      rate += lr * 2 * m.l2 * k
-      formula.append("lr*2c" + ("" if k == 1 else "*k"))
-  return 1.0 - rate, "1 - " + " - ".join(formula) + condition
-
-
-# --- Findings. --------------------------------------------------------------
-
-
-def findings(rows: Sequence[Row], unmatched: Sequence[Tuple[str, str]] = ()
-             ) -> Tuple[_report.Finding, ...]:
-  """What the rows show, errors first; ``unmatched``: (pattern, where)."""
-  kind = _report.FindingKind
-  found = []
-  stacked = []
-  for row in rows:
-    shrinking = [m for m in row.mechanisms if m.shrinks]
-    if row.training == FROZEN or len(shrinking) < 2:
-      continue
-    detail = (f"{row.variable}: " + " and ".join(m.describe()
-                                                 for m in shrinking) +
-              f" (per step {row.decay_note})")
-    # Decoupled decay on top of a term of the loss is the DOUBLED verdict,
-    # as the Keras optimizer's own check (_keras_decay) says. Several terms
-    # of the loss on one variable, each counted once, are what every check
-    # of the loss passes: their coefficients add up, as configured.
-    if any(m.kind == "decoupled" for m in shrinking):
-      found.append(_report.Finding(kind.DECAYED_TWICE, (row.variable,),
-                                   detail))
-    else:
-      stacked.append((row.variable, detail))
-  for pattern, where in unmatched:
-    found.append(_report.Finding(kind.UNMATCHED, (pattern,), (
-        f"{where} {pattern!r} matches none of the {len(rows)} variables")))
-  left_out = [r.variable for r in rows if r.training != FROZEN and
-              r.mechanisms and all(m.status == "missing" or
-                                   m.status == "blocked"
-                                   for m in r.mechanisms)]
-  if left_out:
-    found.append(_report.Finding(kind.ALL_LEFT_OUT, tuple(left_out), (
-        f"{len(left_out)} regularized variables are not decayed: "
-        f"{_names(left_out)}")))
-  for depthwise in (False, True):
-    kernels = [r for r in rows if r.kind == KERNEL and r.training != FROZEN
-               and ("Depthwise" in r.used_by) == depthwise]
-    plain = [r.variable for r in kernels if not r.decayed]
-    if plain and len(plain) < len(kernels):
-      found.append(_report.Finding(kind.UNREGULARIZED_KERNEL, tuple(plain), (
-          f"{len(plain)} of {len(kernels)} "
-          f"{'depthwise ' if depthwise else ''}kernels are not decayed while "
-          f"the others are (a forgotten arg_scope?): {_names(plain)}")))
-  if stacked:
-    shown = "; ".join(detail for _, detail in stacked[:3])
-    found.append(_report.Finding(kind.SEVERAL_TERMS, tuple(
-        v for v, _ in stacked), (
-            f"{len(stacked)} variables are decayed by several terms of the "
-            f"loss, whose coefficients add up: {shown}"
-            + (f"; ... ({len(stacked)} in all)" if len(stacked) > 3 else ""))))
-  decayed = [r.variable for r in rows
-             if r.kind in (BIAS, SCALE, OFFSET) and r.decayed]
-  if decayed:
-    found.append(_report.Finding(kind.DECAYED_BIAS_OR_NORM, tuple(decayed), (
-        f"{len(decayed)} biases or normalization parameters are decayed: "
-        f"{_names(decayed)}")))
-  return tuple(found)
-
-
-def _names(names: Sequence[str]) -> str:
-  shown = ", ".join(names[:3])
-  return shown + (f", ... ({len(names)} in all)" if len(names) > 3 else "")
+  return _rows.Step(name, lr, "")
 
 
 def _shape(variable) -> Tuple[Optional[int], ...]:
@@ -566,7 +303,7 @@ def _shape(variable) -> Tuple[Optional[int], ...]:
 
 def rows_of_graph(report: _report.RegularizationReport, variables: Sequence,
                   apply_of: Dict, frozen_by: str,
-                  step: Optional[_Step] = None) -> List[Row]:
+                  step: Optional[_rows.Step] = None) -> List[_rows.Row]:
   """The rows of a v1 update, from its report and its variables.
 
   Each variable's step is that of its apply op in ``apply_of``, or ``step``
@@ -585,13 +322,13 @@ def rows_of_graph(report: _report.RegularizationReport, variables: Sequence,
     kind, used_by = _classify(variable.op, len(shape) if shape else None)
     mechanisms = tuple(_mechanism(t, variable.op)
                        for t in terms_of.get(name, ()))
-    training = TRAINED if name in trained else FROZEN
+    training = _rows.TRAINED if name in trained else _rows.FROZEN
     own = step or _step_of(apply_of.get(variable.op), constants)
-    decay, note = decay_of(mechanisms, own, training)
-    rows.append(Row(variable=name, shape=shape, kind=kind, used_by=used_by,
-                    training=training,
-                    by="" if training == TRAINED else frozen_by,
-                    mechanisms=mechanisms, decay=decay, decay_note=note))
+    decay, note = _rows.decay_of(mechanisms, own, training)
+    rows.append(_rows.Row(
+        variable=name, shape=shape, kind=kind, used_by=used_by,
+        training=training, by="" if training == _rows.TRAINED else frozen_by,
+        mechanisms=mechanisms, decay=decay, decay_note=note))
   return rows
 
 
@@ -615,7 +352,7 @@ def _unmatched_scopes(scopes: Sequence[str], variables: Sequence
 
 def ledger_of_train_op(train_op, *, trainable_scopes: Sequence[str] = (),
                        report: Optional[_report.RegularizationReport] = None
-                       ) -> Ledger:
+                       ) -> _rows.Ledger:
   """The ledger of a built v1 train op (traced as ``_trace`` does).
 
   Args:
@@ -633,7 +370,7 @@ def ledger_of_train_op(train_op, *, trainable_scopes: Sequence[str] = (),
 def _ledger_of_trace(trace: _trace.TrainOpTrace,
                      trainable_scopes: Sequence[str],
                      report: Optional[_report.RegularizationReport]
-                     ) -> Ledger:
+                     ) -> _rows.Ledger:
   graph = trace.train_op.graph
   if not trace.variable_ops:
     raise _errors.InvalidArgumentError(
@@ -655,13 +392,13 @@ def _ledger_of_trace(trace: _trace.TrainOpTrace,
                if trainable_scopes else "variables_to_train")
   rows = rows_of_graph(report, variables, apply_of, frozen_by)
   unmatched = _unmatched_scopes(trainable_scopes, variables)
-  report = dataclasses.replace(report, findings=findings(rows, unmatched))
-  return Ledger(source=f"train op '{trace.train_op.name}'",
+  report = dataclasses.replace(report, findings=_rows.findings(rows, unmatched))
+  return _rows.Ledger(source=f"train op '{trace.train_op.name}'",
                 optimizer=_optimizer_text(apply_of), rows=tuple(rows),
                 report=report)
 
 
-def _ledger_of_loss(loss, variables, optimizer) -> Ledger:
+def _ledger_of_loss(loss, variables, optimizer) -> _rows.Ledger:
   caller = "ledger"
   loss = _args.graph_loss(loss, caller, "loss")
   trained = _args.trained_variables(variables, loss.graph, caller)
@@ -670,27 +407,27 @@ def _ledger_of_loss(loss, variables, optimizer) -> Ledger:
       tf.compat.v1.GraphKeys.TRAINABLE_VARIABLES)
   step = _v1_optimizer_step(optimizer)
   rows = rows_of_graph(report, everything, {}, "variables_to_train", step)
-  report = dataclasses.replace(report, findings=findings(rows))
-  return Ledger(source=f"loss '{loss.name}'", optimizer=step.optimizer,
+  report = dataclasses.replace(report, findings=_rows.findings(rows))
+  return _rows.Ledger(source=f"loss '{loss.name}'", optimizer=step.optimizer,
                 rows=tuple(rows), report=report)
 
 
-def _v1_optimizer_step(optimizer) -> _Step:
+def _v1_optimizer_step(optimizer) -> _rows.Step:
   """The step of a ``tf.compat.v1.train`` optimizer object, if given."""
   if optimizer is None:
-    return _Step("unknown", None, "the optimizer is not known")
+    return _rows.Step("unknown", None, "the optimizer is not known")
   lr = getattr(optimizer, "_learning_rate", None)
   lr = lr if isinstance(lr, (int, float)) else None
   if type(optimizer) is tf.compat.v1.train.GradientDescentOptimizer:  # noqa: E721
-    return _Step(f"sgd, lr {lr:g}" if lr is not None else "sgd", lr,
+    return _rows.Step(f"sgd, lr {lr:g}" if lr is not None else "sgd", lr,
                  "" if lr is not None else "lr is not a Python number")
   name = type(optimizer).__name__
-  return _Step(name, lr, f"{STATE_DEPENDENT} ({name})")
+  return _rows.Step(name, lr, f"{_rows.STATE_DEPENDENT} ({name})")
 
 
 def ledger(target: Any, variables: Optional[Sequence] = None, *,
            optimizer: Any = None, trainable_scopes: Sequence[str] = (),
-           on_missing: Optional[str] = None) -> Ledger:
+           on_missing: Optional[str] = None) -> _rows.Ledger:
   """The weight-decay ledger of an update: one row per trainable variable.
 
   Args:
@@ -705,7 +442,7 @@ def ledger(target: Any, variables: Optional[Sequence] = None, *,
     trainable_scopes: with a train op, the scopes that chose the trained
       variables (see ``ledger_of_train_op``).
     on_missing: None only reports; ``"raise"`` or ``"warn"`` act on the
-      findings through the one policy, as everywhere.
+      _rows.findings through the one policy, as everywhere.
 
   Returns:
     A ``Ledger``: ``rows``, ``findings``, ``to_text()``, ``to_dict()``.

@@ -23,6 +23,7 @@ from typing import Any, Dict, List, Optional, Tuple
 import numpy as np
 
 from safetrain import _errors
+from safetrain.per_variable import _rows
 from safetrain.rule import _report
 from safetrain.terms import _keras
 from safetrain.tf2 import _keras_decay
@@ -97,7 +98,7 @@ def _regularizer(layer, variable, attribute: str) -> Tuple[Any, str]:
   regularizer = getattr(layer, attribute, None)
   if regularizer is None or not callable(regularizer):
     return None, ""
-  if _keras._reaches_losses(layer, variable, regularizer,  # pylint: disable=protected-access
+  if _keras._reaches_losses(layer, variable, regularizer,
                             _keras_version(variable)):
     return regularizer, "declared"
   return regularizer, "ineffective"
@@ -124,27 +125,21 @@ def _learning_rate(optimizer) -> Optional[float]:
 
 
 def _step(optimizer):
-  from safetrain.per_variable import (
-    _ledger,  # pylint: disable=g-import-not-at-top
-  )
   if optimizer is None:
-    return _ledger._Step("unknown", None, "the optimizer is not known")  # pylint: disable=protected-access
+    return _rows.Step("unknown", None, "the optimizer is not known")
   name = type(optimizer).__name__
   lr = _learning_rate(optimizer)
   momentum = getattr(optimizer, "momentum", 0.0)
   note = ""
   if name != "SGD" or momentum:
-    note = f"{_ledger.STATE_DEPENDENT} ({name})"
+    note = f"{_rows.STATE_DEPENDENT} ({name})"
   elif lr is None:
     note = "lr is a schedule, not a constant"
   text = f"{name}, lr {lr:g}" if lr is not None else f"{name}, lr schedule"
-  return _ledger._Step(text, lr, note)  # pylint: disable=protected-access
+  return _rows.Step(text, lr, note)
 
 
-def _rows(model, optimizer) -> Tuple[List, List, List]:
-  from safetrain.per_variable import (
-    _ledger,  # pylint: disable=g-import-not-at-top
-  )
+def _model_rows(model, optimizer) -> Tuple[List, List, List]:
   trainable = {id(v): v for v in model.trainable_variables}
   owner: Dict[int, Tuple[Any, str, str, str]] = {}
   for layer in _layers(model):
@@ -160,7 +155,7 @@ def _rows(model, optimizer) -> Tuple[List, List, List]:
   for layer in _layers(model):
     for variable in _own_weights(layer):
       if id(variable) in trainable:
-        owner.setdefault(id(variable), (layer, _ADD_WEIGHT, _ledger.OTHER,
+        owner.setdefault(id(variable), (layer, _ADD_WEIGHT, _rows.OTHER,
                                         ""))
   step = _step(optimizer)
   rate = _keras_decay.decay_rate(optimizer) if optimizer is not None else 0.0
@@ -169,7 +164,7 @@ def _rows(model, optimizer) -> Tuple[List, List, List]:
   ineffective = []
   for variable in model.trainable_variables:
     layer, attribute, kind, reg_attribute = owner.get(
-        id(variable), (None, "", _ledger.OTHER, ""))
+        id(variable), (None, "", _rows.OTHER, ""))
     used_by = (f"{type(layer).__name__}.{attribute}" if layer is not None
                else "no layer attribute")
     mechanisms = []
@@ -183,19 +178,19 @@ def _rows(model, optimizer) -> Tuple[List, List, List]:
           keras=_keras_version(variable), regularizer=regularizer))
     if regularizer is not None:
       l2, l1, form = _factors(regularizer)
-      mechanisms.append(_ledger.Mechanism(
+      mechanisms.append(_rows.Mechanism(
           kind=form, source=f"{type(regularizer).__name__} ({used_by})",
           status=status, l2=l2, l1=l1))
-    training, by = _ledger.TRAINED, ""
+    training, by = _rows.TRAINED, ""
     if decays:
-      if optimizer._use_weight_decay(variable):  # pylint: disable=protected-access
-        mechanisms.append(_ledger.Mechanism(
+      if optimizer._use_weight_decay(variable):
+        mechanisms.append(_rows.Mechanism(
             kind="decoupled", status="applied", rate=rate,
             source=f"{type(optimizer).__name__}(weight_decay={rate:g})"))
       else:
-        training, by = _ledger.EXCLUDED, "exclude_from_weight_decay"
-    decay, note = _ledger.decay_of(tuple(mechanisms), step, training)
-    rows.append(_ledger.Row(
+        training, by = _rows.EXCLUDED, "exclude_from_weight_decay"
+    decay, note = _rows.decay_of(tuple(mechanisms), step, training)
+    rows.append(_rows.Row(
         variable=_tf2.variable_name(variable), shape=tuple(variable.shape),
         kind=kind,
         used_by=used_by, training=training, by=by,
@@ -210,9 +205,6 @@ def _rows(model, optimizer) -> Tuple[List, List, List]:
 
 def ledger_of_model(model, optimizer: Any = None):
   """The ledger of a Keras model trained by a Keras optimizer."""
-  from safetrain.per_variable import (
-    _ledger,  # pylint: disable=g-import-not-at-top
-  )
   optimizer = optimizer if optimizer is not None else getattr(
       model, "optimizer", None)
   if not getattr(model, "built", True) or not model.trainable_variables:
@@ -220,7 +212,7 @@ def ledger_of_model(model, optimizer: Any = None):
         f"ledger: Keras model {getattr(model, 'name', model)!r} has no "
         "trainable variables yet; build it first (call it on a batch, or "
         "model.build(input_shape)).")
-  rows, unmatched, ineffective = _rows(model, optimizer)
+  rows, unmatched, ineffective = _model_rows(model, optimizer)
   step = _step(optimizer)
   report = _report.RegularizationReport(
       loss_name=f"{model.name}.losses",
@@ -228,8 +220,8 @@ def ledger_of_model(model, optimizer: Any = None):
       terms=(), trained_variables=tuple(r.variable for r in rows),
       ineffective=tuple(ineffective))
   report = dataclasses.replace(
-      report, findings=_ledger.findings(rows, unmatched))
-  return _ledger.Ledger(source=f"Keras model '{model.name}'",
+      report, findings=_rows.findings(rows, unmatched))
+  return _rows.Ledger(source=f"Keras model '{model.name}'",
                         optimizer=step.optimizer, rows=tuple(rows),
                         report=report)
 
