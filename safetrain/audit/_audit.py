@@ -29,6 +29,7 @@ from tensorflow.python.framework import op_def_registry
 
 from safetrain import _errors
 from safetrain.graph import _graph
+from safetrain.per_variable import _ledger
 from safetrain.rule import _check
 from safetrain.rule import _policy
 from safetrain.rule import _report
@@ -466,9 +467,6 @@ def _audit_train_op(op, graph, memo: _graph.Memo,
       _analyze_imported(trace.losses, variables, memo),)
   ledger = None
   if per_variable and reports:
-    from safetrain.per_variable import (
-      _ledger,  # pylint: disable=g-import-not-at-top
-    )
     ledger = _ledger.ledger_of_train_op(op, report=reports[0])
     reports = (ledger.report,)  # The same report, with the ledger's findings.
   return TrainOpAudit(name=op.name, op_type=op.type, variables=trace.variables,

@@ -17,7 +17,9 @@ from safetrain.rule import _args
 from safetrain.rule import _check
 from safetrain.rule import _policy
 from safetrain.rule import _report
+from safetrain.rule import _trace
 from safetrain.terms import _keras
+from safetrain.tf2 import _tf2
 
 __all__ = (
     "MissingRegularizationWarning",
@@ -135,10 +137,8 @@ def total_loss_from(losses: Union[None, tf.Tensor, Sequence[tf.Tensor]] = None,
   """
   caller = "total_loss_from"
   if model is not None:
-    from safetrain.tf2 import _tf2  # pylint: disable=g-import-not-at-top
     return _tf2.total_loss(losses, model, name)
   if tf.executing_eagerly():
-    from safetrain.tf2 import _tf2  # pylint: disable=g-import-not-at-top
     raise _errors.EagerModeError(_tf2.EAGER_TOTAL_LOSS)
   if losses is None:
     graph = tf.compat.v1.get_default_graph()
@@ -283,7 +283,6 @@ def check_train_op(train_op, on_missing: str, caller: str) -> None:
   loss only) pass. A built train op cannot be changed, so
   ``on_missing="add"`` is refused here.
   """
-  from safetrain.rule import _trace  # pylint: disable=g-import-not-at-top
   if on_missing == "add":
     raise _errors.InvalidArgumentError(
         f"{caller}: on_missing='add' cannot change a train op that is already "
