@@ -226,7 +226,7 @@ class ScalarConstantTest(parameterized.TestCase):
   )
   def test_scalar_constant(self, build, expected):
     with tf.Graph().as_default():
-      value = _coefficient._scalar_constant(build())
+      value = _coefficient.scalar_constant(build())
     if expected is None:
       self.assertIsNone(value)
     else:

@@ -59,6 +59,30 @@ class ErrorMessageTest(absltest.TestCase):
     self.assertNotIn("on_missing=\"add\"", doubled)
     self.assertNotIn("on_missing=\"add\"", blocked)
 
+  def test_clones_are_named_only_where_there_are_clones(self):
+    # A single-device loss that counts its terms twice or half: the fix is
+    # total_loss_from, with no word of clones. The same counts over
+    # model_deploy's clones name sum_clone_losses.
+    with tf.Graph().as_default():
+      loss = helpers.cross_entropy()
+      reg = tf.add_n(helpers.regularization())
+      doubled = _message(safetrain.DoubleCountedRegularizationError,
+                         safetrain.create_train_op_safe, loss + 2.0 * reg,
+                         _sgd())
+      weak = _message(safetrain.TooWeakRegularizationError,
+                      safetrain.create_train_op_safe, loss + 0.5 * reg,
+                      _sgd())
+    for text in (doubled, weak):
+      self.assertIn("safetrain.total_loss_from(data_loss)", text)
+      self.assertNotIn("clone", text)
+    with tf.Graph().as_default():
+      with tf.name_scope("clone_0"):  # model_deploy's first clone.
+        loss = helpers.cross_entropy()
+        loss = tf.add(loss, 0.5 * tf.add_n(helpers.regularization()),
+                      name="clone_loss")
+      report = safetrain.check_regularization(loss, expected_coefficient=1.0)
+    self.assertIn("sum_clone_losses", report.undercounted_message("check"))
+
   def test_ledger_which_builds_nothing_does_not_offer_add(self):
     with tf.Graph().as_default():
       loss = helpers.cross_entropy()

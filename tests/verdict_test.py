@@ -26,6 +26,7 @@ from safetrain.tf1 import _train
 
 import check_test
 import helpers
+import penalties_test
 
 V = safetrain.Verdict
 
@@ -59,12 +60,35 @@ def _head_decayed_by_two_terms():
   return loss + check_test._reg_sum(), None  # pylint: disable=protected-access
 
 
-# Scenarios that only coefficients tell apart: (build, expected verdicts).
+def _losses_collection_summed():
+  # TensorFlow's CIFAR-10 tutorial: wd * l2_loss(w) in 'losses', and the
+  # total is their sum (terms/_penalties).
+  return penalties_test._cifar10(), None  # pylint: disable=protected-access
+
+
+def _losses_collection_left_out():
+  return penalties_test._cifar10(add_total=False), None  # pylint: disable=protected-access
+
+
+def _own_collection_never_summed():
+  return penalties_test._own_collection_never_summed(), None  # pylint: disable=protected-access
+
+
+def _hand_written_decay_sum():
+  return penalties_test._hand_sum(), None  # pylint: disable=protected-access
+
+
+# Scenarios that only coefficients tell apart, and weight decay registered
+# by hand: (build, expected verdicts).
 _COUNTED = (
     (_doubled, (V.DOUBLED,)),
     (_too_weak, (V.TOO_WEAK,)),
     (_whole_loss_scaled, ()),
     (_head_decayed_by_two_terms, ()),
+    (_losses_collection_summed, ()),
+    (_losses_collection_left_out, (V.MISSING,)),
+    (_own_collection_never_summed, (V.MISSING,)),
+    (_hand_written_decay_sum, ()),
 )
 
 SCENARIOS = tuple(

@@ -23,11 +23,11 @@ from google.protobuf import text_format
 import tensorflow as tf
 from tensorflow.core.protobuf import meta_graph_pb2
 
-# The registry of the ops this TensorFlow build knows, to name unknown ops
-# before the import fails on them with a long C++ message.
+# The registry of the ops this TensorFlow build knows, to check attributes.
 from tensorflow.python.framework import op_def_registry
 
 from safetrain import _errors
+from safetrain.audit import _legacy
 from safetrain.graph import _graph
 from safetrain.per_variable import _ledger
 from safetrain.rule import _check
@@ -187,16 +187,6 @@ def _first_line(error: BaseException) -> str:
   return _printable(text[0] if text else type(error).__name__, limit=200)
 
 
-def _unknown_ops(meta_graph_def) -> List[str]:
-  graph_def = meta_graph_def.graph_def
-  functions = {f.signature.name for f in graph_def.library.function}
-  op_types = {node.op for node in graph_def.node}
-  for function in graph_def.library.function:
-    op_types.update(node.op for node in function.node_def)
-  return sorted(t for t in op_types
-                if t not in functions and op_def_registry.get(t) is None)
-
-
 def _disallowed_attr(meta_graph_def) -> Optional[str]:
   """The first node attribute outside its op's allowed values, if any.
 
@@ -242,6 +232,10 @@ def load_meta_graph(path: str) -> Tuple[tf.Graph, meta_graph_pb2.MetaGraphDef,
                                         str]:
   """Imports the MetaGraph at ``path`` into a new graph, running nothing.
 
+  A graph an older TensorFlow wrote is repaired first where today's importer
+  would refuse it (see ``_legacy``); the ``meta_graph_def`` returned is the
+  repaired one.
+
   Args:
     path: a ``.meta`` file, or a directory (its newest ``.meta`` is taken).
 
@@ -252,6 +246,13 @@ def load_meta_graph(path: str) -> Tuple[tf.Graph, meta_graph_pb2.MetaGraphDef,
     AuditInputError: the path is missing, holds no ``.meta``, or the file is
       not a MetaGraph this TensorFlow can import.
   """
+  graph, meta_graph_def, meta_path, _ = _load(path)
+  return graph, meta_graph_def, meta_path
+
+
+def _load(path: str) -> Tuple[tf.Graph, meta_graph_pb2.MetaGraphDef, str,
+                              _legacy.Repairs]:
+  """``load_meta_graph``, with what was repaired."""
   meta_path = find_meta_file(path)
   try:
     with open(meta_path, "rb") as f:
@@ -263,15 +264,7 @@ def load_meta_graph(path: str) -> Tuple[tf.Graph, meta_graph_pb2.MetaGraphDef,
     raise AuditInputError(f"audit: {meta_path} is empty, not a MetaGraph.",
                           meta_path)
   meta_graph_def = _parse(data, meta_path)
-  unknown = _unknown_ops(meta_graph_def)
-  if unknown:
-    written_by = _printable(
-        meta_graph_def.meta_info_def.tensorflow_version or "unknown")
-    raise AuditInputError(
-        f"audit: {meta_path} uses {len(unknown)} op type(s) this TensorFlow "
-        f"({tf.__version__}) does not know: {_listing(unknown)} (the file was "
-        f"written by TensorFlow {written_by}); audit it with a TensorFlow "
-        "that has these ops.", meta_path)
+  repairs = _legacy.repair(meta_graph_def)
   disallowed = _disallowed_attr(meta_graph_def)
   if disallowed:
     raise AuditInputError(
@@ -295,13 +288,22 @@ def load_meta_graph(path: str) -> Tuple[tf.Graph, meta_graph_pb2.MetaGraphDef,
         f"{type(e).__name__}: {_first_line(e)}", meta_path) from None
   finally:
     logger.setLevel(level)
-  _check_collections(graph, meta_path)
-  return graph, meta_graph_def, meta_path
+  _check_collections(graph, meta_path, repairs)
+  return graph, meta_graph_def, meta_path, repairs
 
 
-def _check_collections(graph, meta_path: str) -> None:
+def _check_collections(graph, meta_path: str,
+                       repairs: _legacy.Repairs) -> None:
   """Collections the analysis reads must hold what TensorFlow puts there."""
   key = tf.compat.v1.GraphKeys.REGULARIZATION_LOSSES
+  lost = repairs.dropped.get(key)
+  if lost:
+    raise AuditInputError(
+        f"audit: safetrain cannot check {meta_path} yet: its {key} "
+        f"collection names {_listing(lost)}, which is not an op of the graph "
+        "(a term built inside a function body, such as a v2 tf.cond branch, "
+        "is not read from a saved graph), so a term could be missed.",
+        meta_path)
   for item in graph.get_collection(key):
     if not isinstance(item, tf.Tensor):
       name = _printable(getattr(item, "name", repr(item)))
@@ -325,6 +327,8 @@ class TrainOpAudit:
       None.
     ledger: with ``per_variable=True``, the per-variable ledger
       (``safetrain.ledger``); its findings are in the report.
+    note: how it was judged without a report, where it was (its loss is
+      not in the graph, and no term regularizes what it updates).
   """
 
   name: str
@@ -333,6 +337,7 @@ class TrainOpAudit:
   reports: Tuple[_report.RegularizationReport, ...]
   problem: Optional[str] = None
   ledger: Any = None
+  note: Optional[str] = None
 
   @property
   def missing(self) -> Tuple[_report.RegularizationTerm, ...]:
@@ -353,6 +358,7 @@ class TrainOpAudit:
         "variables": list(self.variables),
         "checked": self.problem is None,
         "problem": self.problem,
+        "note": self.note,
         "verdicts": [v.value for v in self.verdicts],
         "losses": [r.to_dict() for r in self.reports],
         **({"ledger": self.ledger.to_dict()} if self.ledger else {}),
@@ -421,6 +427,8 @@ class AuditResult:
                    f"{len(audit.variables)} variables")
       if audit.problem is not None:
         lines.append(f"  NOT CHECKED: {audit.problem}")
+      if audit.note is not None:
+        lines.append(f"  {audit.note}")
       for report in audit.reports:
         lines.extend("  " + line for line in report.to_text().splitlines())
       if audit.ledger is not None:
@@ -437,9 +445,32 @@ class AuditResult:
       lines.append("UNKNOWN: could not check "
                    f"{len(self.unchecked)} train op(s); see above.")
     elif not problems:
-      lines.append("OK: every train op's loss includes the regularization of "
-                   "the variables it updates, each once.")
+      lines.append(self._ok_line())
     return "\n".join(lines)
+
+  def _ok_line(self) -> str:
+    """What was checked, for a graph with no verdict."""
+    terms = [t for a in self.train_ops for r in a.reports for t in r.terms]
+    required = {t.name for t in terms if t.required}
+    frozen = {t.name for t in terms if not t.required}
+    count = len(self.train_ops)
+    which = "its train op" if count == 1 else f"any of its {count} train ops"
+    if not terms:
+      return (f"OK: the graph has no regularization term that {which} "
+              "would have to include (no weight decay in the loss to check).")
+    if not required:
+      return (f"OK: the graph's {len(frozen)} regularization terms "
+              f"regularize only variables {which} does not update (frozen), "
+              "so none is required.")
+    if count == 1:
+      extra = (f"; {len(frozen)} more regularize only variables it does not "
+               "update (frozen) and are not required" if frozen else "")
+      return (f"OK: the loss of its train op includes each of the "
+              f"{len(required)} regularization terms of the variables it "
+              f"updates, once{extra}.")
+    return (f"OK: the loss of each of its {count} train ops includes each "
+            "regularization term of the variables it updates, once "
+            f"({len(required)} terms in all).")
 
 
 class _OpVariable:
@@ -450,8 +481,54 @@ class _OpVariable:
     self.name = op.name + ":0"
 
 
+def _cut_problem(reports, graph, repairs: _legacy.Repairs) -> Optional[str]:
+  """Why an op cut out of the graph (``_legacy``) leaves the verdict open.
+
+  A stand-in cuts the graph at an op this TensorFlow does not know. That
+  matters only on a term's path: where a term is computed from variables
+  through it (which variables it regularizes is then not known), or where a
+  term flows into it (the term may reach the loss through it). Elsewhere (an
+  input pipeline's op, a custom layer of the forward pass) the verdict is
+  the same with or without it.
+  """
+  if not repairs.stand_ins:
+    return None
+  terms = [t for r in reports for t in r.terms
+           if t.tensor is not None and t.tensor.graph is graph]
+  if not terms:
+    return None
+  term_ops = {t.tensor.op for t in terms}
+  above_terms = set(_graph.ancestor_ops(term_ops, control=False))
+  for stand_in in repairs.stand_ins:
+    cut = {graph.get_operation_by_name(n) for n in stand_in.outputs}
+    inputs = [graph.get_operation_by_name(n) for n in stand_in.inputs
+              if _has_op(graph, n)]
+    below = set(_graph.ancestor_ops(inputs, control=False))
+    reason = None
+    if cut & above_terms:
+      reason = "a regularization term is computed through it"
+    elif below & term_ops:
+      reason = "a regularization term flows into it"
+    if reason:
+      return (f"safetrain cannot check it yet: {reason}, and op "
+              f"'{_printable(stand_in.name)}' has type "
+              f"{_printable(stand_in.op_type)}, which TensorFlow "
+              f"{tf.__version__} does not know.")
+  return None
+
+
+def _has_op(graph, name: str) -> bool:
+  try:
+    graph.get_operation_by_name(name)
+  except (KeyError, ValueError):
+    return False
+  return True
+
+
 def _audit_train_op(op, graph, memo: _graph.Memo,
-                    per_variable: bool = False) -> TrainOpAudit:
+                    per_variable: bool = False,
+                    repairs: Optional[_legacy.Repairs] = None
+                    ) -> TrainOpAudit:
   trace = _trace.trace_train_op(op)
   owners = {o.name: v for o, v in _graph.variable_key_ops(
       _check.all_variables(graph)).items()}
@@ -461,10 +538,28 @@ def _audit_train_op(op, graph, memo: _graph.Memo,
   if not trace.variable_ops:
     problem = "it runs no optimizer apply op, so it updates no variable."
   elif not trace.losses:
+    regularizing = _check.regularizing(
+        graph, _check.regularization_losses(
+            graph, keras_terms=_keras.saved_terms(graph)), variables, memo)
+    if not regularizing:
+      # Gradients fed from outside (a policy-gradient loop's placeholders):
+      # no loss to read, but nothing it would have to include either.
+      return TrainOpAudit(
+          name=op.name, op_type=op.type, variables=trace.variables,
+          reports=(), note=(
+              "its loss is not in the graph (the gradients it applies are "
+              "not computed there), and no regularization term regularizes "
+              "the variables it updates: nothing to include."))
     problem = ("could not find the loss it minimizes (no create_train_op "
-               "result and no gradients seed among its inputs).")
+               "result and no gradients seed among its inputs), and "
+               f"{len(regularizing)} regularization terms regularize the "
+               "variables it updates.")
   reports = () if problem else (
-      _analyze_imported(trace.losses, variables, memo),)
+      _analyze_imported(trace.losses, variables, memo, op),)
+  if reports and repairs is not None:
+    problem = _cut_problem(reports, graph, repairs)
+    if problem:
+      reports = ()
   ledger = None
   if per_variable and reports:
     ledger = _ledger.ledger_of_train_op(op, report=reports[0])
@@ -495,15 +590,14 @@ class _SavedRegularization:
     self.dtype = tensor.dtype
 
 
-def _analyze_imported(losses, variables,
-                      memo: _graph.Memo) -> _report.RegularizationReport:
+def _analyze_imported(losses, variables, memo: _graph.Memo,
+                      train_op) -> _report.RegularizationReport:
   """The update's report for losses of an imported graph (see above)."""
   graph = losses[0].graph
-  saved = [_SavedRegularization(t)
-           for t in (_check.regularization_losses(graph) +
-                     _keras.saved_terms(graph))]
+  saved = [_SavedRegularization(t) for t in _check.regularization_losses(
+      graph, keras_terms=_keras.saved_terms(graph))]
   report = _train.update_report(losses, variables, memo=memo,
-                                regularization=saved)
+                                regularization=saved, train_op=train_op)
   terms = tuple(
       dataclasses.replace(t, tensor=s._master_tensor)  # pylint: disable=protected-access
       for t, s in zip(report.terms, saved, strict=True))
@@ -541,7 +635,7 @@ def audit_meta_graph(path: str, *, per_variable: bool = False
     AuditInputError: unusable input (see ``load_meta_graph``).
     NoTrainOpError: the graph holds no train op.
   """
-  graph, meta_graph_def, meta_path = load_meta_graph(path)
+  graph, meta_graph_def, meta_path, repairs = _load(path)
   train_ops = _trace.find_train_ops(graph)
   if not train_ops:
     found = _found(graph)
@@ -558,5 +652,6 @@ def audit_meta_graph(path: str, *, per_variable: bool = False
       path=meta_path,
       tensorflow_version=_printable(
           meta_graph_def.meta_info_def.tensorflow_version),
-      train_ops=tuple(_audit_train_op(op, graph, memo, per_variable)
+      train_ops=tuple(_audit_train_op(op, graph, memo, per_variable,
+                                      repairs)
                       for op in train_ops))

@@ -29,7 +29,7 @@ import numpy as np
 
 from safetrain.graph import _graph
 
-__all__ = ("Contribution", "coefficients", "contributions")
+__all__ = ("Contribution", "coefficients", "contributions", "scalar_constant")
 
 # Ops that pass each element of their first input to the output unchanged,
 # or (Sum) add it into one output element: d(output)/d(input element), summed
@@ -62,7 +62,7 @@ class Contribution(collections.namedtuple(
   """
 
 
-def _scalar_constant(tensor, depth: int = _FOLD_DEPTH) -> Optional[float]:
+def scalar_constant(tensor, depth: int = _FOLD_DEPTH) -> Optional[float]:
   """The value of a scalar expression of constants, or None."""
   if depth <= 0:
     return None
@@ -73,9 +73,9 @@ def _scalar_constant(tensor, depth: int = _FOLD_DEPTH) -> Optional[float]:
   inputs = list(op.inputs)
   if op_type in ("Identity", "Cast", "Reshape", "Squeeze", "ExpandDims",
                  "Snapshot") and inputs:
-    return _scalar_constant(inputs[0], depth - 1)
+    return scalar_constant(inputs[0], depth - 1)
   if op_type in ("Neg", "Reciprocal", "Inv") and inputs:
-    value = _scalar_constant(inputs[0], depth - 1)
+    value = scalar_constant(inputs[0], depth - 1)
     if value is None:
       return None
     if op_type == "Neg":
@@ -84,10 +84,10 @@ def _scalar_constant(tensor, depth: int = _FOLD_DEPTH) -> Optional[float]:
   if len(inputs) != 2 or op_type not in (
       _PRODUCTS | _DIVISIONS | {"Add", "AddV2", "Sub"}):
     return None
-  left = _scalar_constant(inputs[0], depth - 1)
+  left = scalar_constant(inputs[0], depth - 1)
   if left is None:
     return None
-  right = _scalar_constant(inputs[1], depth - 1)
+  right = scalar_constant(inputs[1], depth - 1)
   if right is None:
     return None
   if op_type in _PRODUCTS:
@@ -161,13 +161,13 @@ def _local_factors(op) -> Optional[Tuple[Tuple[int, Optional[float]], ...]]:
             (1, _negate(_broadcast_copies(inputs[1], output))))
   if op_type in _PRODUCTS:
     for const_index, other in ((0, 1), (1, 0)):
-      k = _scalar_constant(inputs[const_index])
+      k = scalar_constant(inputs[const_index])
       if k is not None:
         copies = _broadcast_copies(inputs[other], output)
         return ((other, None if copies is None else k * copies),)
     return None
   if op_type in _DIVISIONS:
-    k = _scalar_constant(inputs[1])
+    k = scalar_constant(inputs[1])
     if k:
       copies = _broadcast_copies(inputs[0], output)
       return ((0, None if copies is None else copies / k),)

@@ -49,10 +49,12 @@ __all__ = (
     "variable_op_of",
     "captured_outer_tensors",
     "carries_gradient",
+    "copies",
     "is_lazy_tensor",
     "key",
     "lazy_copies",
     "op_is_differentiable",
+    "same_computation",
     "variable_key_ops",
 )
 
@@ -458,6 +460,20 @@ def _same_computation(a, b, depth: int, memo: Memo) -> bool:
              for x, y in zip(inputs_a, inputs_b, strict=True))
 
 
+def same_computation(a, b, memo: Optional[Memo] = None) -> bool:
+  """Whether ``a`` computes what ``b`` does, the same way, to ``b``'s depth.
+
+  Names and private attributes are ignored; the leaves must be the same ops
+  (variables, placeholders) or equal constants (see ``_same_computation``).
+  """
+  memo = memo if memo is not None else Memo()
+  b_key = key(b)
+  found = memo.depth_and_leaves.get(b_key)
+  if found is None:
+    found = memo.depth_and_leaves[b_key] = _depth_and_leaves(b)
+  return _same_computation(a, b, found[0], memo)
+
+
 def lazy_copies(lazy_tensor, walk: Walk,
                 memo: Optional[Memo] = None) -> Tuple[TensorKey, ...]:
   """Keys in ``walk`` of tensors built by converting ``lazy_tensor``.
@@ -473,6 +489,21 @@ def lazy_copies(lazy_tensor, walk: Walk,
   master_key = key(master)
   if master_key in walk.reached:
     return (master_key,)
+  return tuple(k for k in copies(master, memo,
+                                 within=lambda k: k in walk.reached))
+
+
+def copies(master, memo: Optional[Memo] = None,
+           within: Optional[Callable[[TensorKey], bool]] = None
+           ) -> List[TensorKey]:
+  """Keys of the other tensors that compute what ``master`` does, the same way.
+
+  Found by going forward from the variables (the leaves of ``master``'s
+  computation) for as many steps as that computation is deep, and comparing
+  what is found there with ``master``, op by op: the cost depends on
+  ``master``'s size, not on the graph's. ``within`` limits the candidates.
+  """
+  master_key = key(master)
   memo = memo if memo is not None else Memo()
   found_depth = memo.depth_and_leaves.get(master_key)
   if found_depth is None:
@@ -491,12 +522,13 @@ def lazy_copies(lazy_tensor, walk: Walk,
             following.add(consumer)
     for op in following:
       candidate_key = (op, master.value_index)
-      if (op.type == master.op.type and candidate_key in walk.reached and
+      if (op.type == master.op.type and candidate_key != master_key and
+          (within is None or within(candidate_key)) and
           _same_computation(op.outputs[master.value_index], master, depth,
                             memo)):
         found.append(candidate_key)
     frontier = following
-  return tuple(found)
+  return found
 
 
 _MAX_DEPTH = 64

@@ -50,6 +50,8 @@ from safetrain.rule import _check
 from safetrain.rule import _policy
 from safetrain.rule import _report
 from safetrain.rule import _trace
+from safetrain.terms import _decoupled
+from safetrain.terms import _forms
 from safetrain.tf1 import _train
 
 __all__ = ("ledger", "ledger_of_train_op")
@@ -158,79 +160,8 @@ def _classify(variable_op, rank: Optional[int]) -> Tuple[str, str]:
   return _rows.OTHER, ", ".join(types[:3]) or "no consumer"
 
 
-def _term_tensor(term) -> tf.Tensor:
-  master = getattr(term, "_master_tensor", None)
-  if master is not None:
-    return master
-  return term.op.outputs[term.value_index]
-
-
-def _direct_factors(tensor, variable_op
-                    ) -> Optional[Tuple[Optional[float], Optional[float]]]:
-  """``_factors`` of the shapes regularizers build, read without a walk.
-
-  ``c * L2Loss(w)`` (slim's ``l2_regularizer``), ``c * sum(square(w))``
-  (Keras ``L2``) and ``c * sum(abs(w))`` (``L1``), ``c`` a scalar constant
-  expression; None for anything else, which ``_factors`` reads in full.
-  """
-  op = tensor.op
-  if op.type != "Mul" or len(op.inputs) != 2:
-    return None
-  for const_index in (0, 1):
-    c = _coefficient._scalar_constant(op.inputs[const_index])  # pylint: disable=protected-access
-    if c is None:
-      continue
-    inner = op.inputs[1 - const_index].op
-    if inner.type == "L2Loss" and _owner(inner.inputs[0]) is variable_op:
-      return 0.5 * c, None
-    if (inner.type == "Sum" and inner.outputs[0].shape.ndims == 0 and
-        inner.inputs[0].op.type in ("Square", "Abs")):
-      atom = inner.inputs[0].op
-      if _owner(atom.inputs[0]) is variable_op:
-        return (c, None) if atom.type == "Square" else (None, c)
-    return None
-  return None
-
-
-def _factors(tensor, variable_op) -> Tuple[Optional[float], Optional[float]]:
-  """(l2, l1): ``tensor == l2*sum(w^2) + l1*sum|w|`` as its graph shows it.
-
-  The atoms are ``L2Loss(w)`` (``sum(w^2)/2``), ``Square(w)`` and ``Abs(w)``
-  of the variable's value; their coefficients in ``tensor`` are read with
-  ``_coefficient`` (sums, constant factors, means). (None, None) when the
-  term uses the variable any other way, or a coefficient is not shown.
-  """
-  direct = _direct_factors(tensor, variable_op)
-  if direct is not None:
-    return direct
-  # Data edges only (no gradient registry lookups); an op without a
-  # gradient still passes no coefficient (see _coefficient).
-  walk = _graph.Walk([tensor], differentiable=False)
-  atoms: Dict[int, Tuple] = {}
-  kinds: List[Tuple[str, float]] = []
-  for op in walk.ops:
-    for index, value in enumerate(op.inputs):
-      if _owner(value) is not variable_op or op.type in _READS:
-        continue
-      if op.type not in ("L2Loss", "Square", "Abs") or index != 0:
-        return None, None  # The term uses w another way (activity, ...).
-      atoms[len(kinds)] = (_graph.key(op.outputs[0]),)
-      kinds.append(("l1", 1.0) if op.type == "Abs" else
-                   ("l2", 0.5 if op.type == "L2Loss" else 1.0))
-  if not atoms:
-    return None, None
-  found = _coefficient.coefficients(tensor, atoms, walk)
-  totals: Dict[str, float] = {}
-  for ident, (name, unit) in enumerate(kinds):
-    value = found.get(ident)
-    if value is None:
-      return None, None
-    totals[name] = totals.get(name, 0.0) + value * unit
-  return totals.get("l2"), totals.get("l1")
-
-
 def _mechanism(term, variable_op) -> _rows.Mechanism:
-  l2, l1 = _factors(_term_tensor(term.tensor), variable_op)
+  l2, l1 = _forms.factors(term.tensor, variable_op)
   kind = ("L1L2" if l2 is not None and l1 is not None else
           "L2" if l2 is not None else "L1" if l1 is not None else "other")
   return _rows.Mechanism(kind=kind, source=term.name, status=term.status.value,
@@ -280,7 +211,7 @@ def _step_of(apply_op, constants: Optional[Dict] = None) -> _rows.Step:
     rate = apply_op.inputs[lr_index]
     constants = {} if constants is None else constants
     if _graph.key(rate) not in constants:
-      constants[_graph.key(rate)] = _coefficient._scalar_constant(rate)  # pylint: disable=protected-access
+      constants[_graph.key(rate)] = _coefficient.scalar_constant(rate)
     lr = constants[_graph.key(rate)]
   if name != "sgd" or "Sparse" in apply_op.type:
     return _rows.Step(name, lr, f"{_rows.STATE_DEPENDENT} ({name})")
@@ -303,12 +234,15 @@ def _shape(variable) -> Tuple[Optional[int], ...]:
 
 def rows_of_graph(report: _report.RegularizationReport, variables: Sequence,
                   apply_of: Dict, frozen_by: str,
-                  step: Optional[_rows.Step] = None) -> List[_rows.Row]:
+                  step: Optional[_rows.Step] = None,
+                  decoupled: Optional[Dict] = None) -> List[_rows.Row]:
   """The rows of a v1 update, from its report and its variables.
 
   Each variable's step is that of its apply op in ``apply_of``, or ``step``
-  for all when given (an optimizer object, no train op yet).
+  for all when given (an optimizer object, no train op yet); ``decoupled``
+  maps variable ops to the decay their update applies itself.
   """
+  decoupled = decoupled or {}
   terms_of: Dict[str, List] = {}
   for term in report.terms:
     for name in term.variables:
@@ -322,6 +256,11 @@ def rows_of_graph(report: _report.RegularizationReport, variables: Sequence,
     kind, used_by = _classify(variable.op, len(shape) if shape else None)
     mechanisms = tuple(_mechanism(t, variable.op)
                        for t in terms_of.get(name, ()))
+    if variable.op in decoupled:
+      decay = decoupled[variable.op]
+      mechanisms += (_rows.Mechanism(
+          kind="decoupled", source=decay.source, status="applied",
+          rate=decay.rate),)
     training = _rows.TRAINED if name in trained else _rows.FROZEN
     own = step or _step_of(apply_of.get(variable.op), constants)
     decay, note = _rows.decay_of(mechanisms, own, training)
@@ -386,11 +325,14 @@ def _ledger_of_trace(trace: _trace.TrainOpTrace,
   if report is None:
     owners = _graph.variable_key_ops(_check.all_variables(graph))
     trained = [owners[op] for op in trace.variable_ops if op in owners]
-    report = _train.update_report(list(trace.losses), trained)
+    report = _train.update_report(list(trace.losses), trained,
+                                  train_op=trace.train_op)
   apply_of = _apply_ops(trace.train_op, trace.variable_ops)
   frozen_by = ("trainable_scopes " + ",".join(trainable_scopes)
                if trainable_scopes else "variables_to_train")
-  rows = rows_of_graph(report, variables, apply_of, frozen_by)
+  decoupled = _decoupled.decoupled_decay(trace.train_op, trace.variable_ops)
+  rows = rows_of_graph(report, variables, apply_of, frozen_by,
+                       decoupled=decoupled)
   unmatched = _unmatched_scopes(trainable_scopes, variables)
   report = dataclasses.replace(report, findings=_rows.findings(rows, unmatched))
   return _rows.Ledger(source=f"train op '{trace.train_op.name}'",

@@ -49,7 +49,9 @@ class Mechanism:
     l1: ``c`` of ``c * sum(|w|)``, likewise.
     coefficient: how often the optimized loss counts the term (the
       report's); None when not read.
-    rate: the decoupled decay rate ``wd``.
+    rate: the decoupled decay rate ``wd`` (``w -= lr * wd * w``); None when
+      the update subtracts ``c * w`` itself, not scaled by the learning rate
+      (``source`` says so).
   """
 
   kind: str
@@ -72,7 +74,8 @@ class Mechanism:
 
   def describe(self) -> str:
     if self.kind == "decoupled":
-      return f"decoupled wd={self.rate:g}"
+      return (f"decoupled wd={self.rate:g}" if self.rate is not None else
+              f"decoupled ({self.source})")
     parts = []
     if self.l2 is not None:
       parts.append(f"{self.l2:g}*sum(w^2)")
@@ -192,6 +195,8 @@ def decay_of(mechanisms: Sequence[Mechanism], step: Step,
         m.acts for m in mechanisms) else (None, "a term of unknown form")
   if any(m.kind in ("L1", "L1L2") for m in acting):
     return None, "L1 moves w toward 0 by lr*c each step, not a factor"
+  if any(m.kind == "decoupled" and m.rate is None for m in acting):
+    return None, "the update subtracts c*w itself, not scaled by lr"
   lr = step.learning_rate
   decoupled_only = all(m.kind == "decoupled" for m in acting)
   if lr is None or (step.note and not decoupled_only):
@@ -232,9 +237,10 @@ def findings(rows: Sequence[Row], unmatched: Sequence[Tuple[str, str]] = ()
                                                  for m in shrinking) +
               f" (per step {row.decay_note})")
     # Decoupled decay on top of a term of the loss is the DOUBLED verdict,
-    # as the Keras optimizer's own check (_keras_decay) says. Several terms
-    # of the loss on one variable, each counted once, are what every check
-    # of the loss passes: their coefficients add up, as configured.
+    # as the Keras optimizer's own check (_keras_decay) and the rule's
+    # (_check.with_decoupled) say. Several terms of the loss on one
+    # variable, each counted once, are what every check of the loss passes:
+    # their coefficients add up, as configured.
     if any(m.kind == "decoupled" for m in shrinking):
       found.append(_report.Finding(kind.DECAYED_TWICE, (row.variable,),
                                    detail))

@@ -19,10 +19,13 @@ from safetrain.graph import _coefficient
 from safetrain.graph import _graph
 from safetrain.rule import _args
 from safetrain.rule import _report
+from safetrain.terms import _forms
 from safetrain.terms import _keras
+from safetrain.terms import _penalties
 
 __all__ = ("all_variables", "analyze", "check_regularization", "in_scope",
-           "regularization_losses", "replicas_summing", "routes")
+           "regularization_losses", "regularizing", "replicas_summing",
+           "routes", "with_decoupled")
 
 Status = _report.Status
 
@@ -39,8 +42,15 @@ def in_scope(name: str, scope: Optional[str]) -> bool:
   return name == scope or name.startswith(scope + "/")
 
 
-def regularization_losses(graph, scope: Optional[str] = None) -> List:
-  """The graph's REGULARIZATION_LOSSES, then its Keras terms, each once."""
+def regularization_losses(graph, scope: Optional[str] = None, *,
+                          keras_terms: Optional[Sequence] = None) -> List:
+  """Every regularization term of ``graph``, each once.
+
+  The ``REGULARIZATION_LOSSES`` collection, then the Keras terms (those of
+  live layers, or ``keras_terms`` when given: a saved graph's), then the
+  weight decay registered by hand that neither holds (``terms._penalties``:
+  a ``losses`` collection, a collection of one's own, a sum in the loss).
+  """
   seen = set()
   result = []
   for tensor in graph.get_collection(
@@ -55,7 +65,13 @@ def regularization_losses(graph, scope: Optional[str] = None) -> List:
       continue
     seen.add(tensor_key)
     result.append(tensor)
-  for term in _keras.regularization_terms(graph):  # Keras: layer.losses.
+  if keras_terms is None:
+    keras_terms = _keras.regularization_terms(graph)  # Keras: layer.losses.
+  for term in keras_terms:
+    if _graph.key(term) not in seen and in_scope(term.name, scope):
+      seen.add(_graph.key(term))
+      result.append(term)
+  for term in _penalties.penalty_terms(graph, known=result):
     if _graph.key(term) not in seen and in_scope(term.name, scope):
       seen.add(_graph.key(term))
       result.append(term)
@@ -190,6 +206,42 @@ def analyze(losses, variables_to_train: Sequence, *,
       replicas=replicas,
       misscaled_data=misscaled,
       ineffective=tuple(ineffective))
+
+
+def regularizing(graph, terms: Sequence, variables: Sequence,
+                 memo: Optional[_graph.Memo] = None) -> List:
+  """The ``terms`` that regularize one of ``variables``."""
+  memo = memo if memo is not None else _graph.Memo()
+  owners = _graph.variable_key_ops(variables)
+  return [t for t in terms
+          if _regularized_variables(t, graph, owners, memo)]
+
+
+def with_decoupled(report: _report.RegularizationReport,
+                   decoupled: Dict) -> _report.RegularizationReport:
+  """``report`` with a ``DECAYED_TWICE`` finding per doubly decayed variable.
+
+  ``decoupled`` maps variable ops to the decay the optimizer's own update
+  applies (``terms._decoupled``). A trained variable that an included term
+  of the loss decays as well (an L2 term: ``terms._forms``) is decayed
+  twice: the ``DOUBLED`` verdict, as for a Keras optimizer's
+  ``weight_decay`` over a regularized layer, and as the ledger's rows say.
+  """
+  trained = set(report.trained_variables)
+  found = []
+  for variable_op, decay in sorted(decoupled.items(),
+                                   key=lambda item: item[0].name):
+    name = variable_op.name
+    terms = [t.name for t in report.terms
+             if t.status is Status.INCLUDED and name in t.variables and
+             _forms.factors(t.tensor, variable_op)[0] is not None]
+    if name in trained and terms:
+      found.append(_report.Finding(
+          _report.FindingKind.DECAYED_TWICE, (name,),
+          f"{name}: '{terms[0]}' in the loss and {decay.describe()}"))
+  if not found:
+    return report
+  return dataclasses.replace(report, findings=report.findings + tuple(found))
 
 
 def _summed_coefficients(losses, walks,

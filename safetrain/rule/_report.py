@@ -6,6 +6,7 @@ the example trainers, so every place says the same thing the same way.
 
 import dataclasses
 import enum
+import re
 from typing import Any, Dict, List, Optional, Tuple
 
 from safetrain.terms import _keras
@@ -15,6 +16,8 @@ __all__ = ("Finding", "FindingKind", "OptOut", "RegularizationReport",
 
 # How many left-out terms a message lists before "... and N more".
 MESSAGE_LIMIT = 5
+# model_deploy's clone scopes, as the update's names show them.
+_CLONE_SCOPE = re.compile(r"(^|/)clone_\d+/")
 
 
 class Status(enum.Enum):
@@ -382,13 +385,24 @@ class RegularizationReport:
     ] + self._loss_lines() + self._coefficient_lines(terms, "overcounted")
     if routes:
       lines.append(routes)
-    lines.append(
-        "Fix: add regularization once, not in every clone's loss:\n"
-        "    loss = safetrain.sum_clone_losses(clone_losses)\n"
-        "and build a single-device loss with safetrain.total_loss_from(loss),"
-        " which never adds a term twice.")
+    if self._cloned():
+      lines.append(
+          "Fix: add regularization once, not in every clone's loss:\n"
+          "    loss = safetrain.sum_clone_losses(clone_losses)\n"
+          "and build a single-device loss with "
+          "safetrain.total_loss_from(loss), which never adds a term twice.")
+    else:
+      lines.append(
+          "Fix: add each regularization loss once, to the data loss alone:\n"
+          "    loss = safetrain.total_loss_from(data_loss)\n"
+          "which never adds a term twice.")
     lines.extend(opt_out.lines("count them so"))
     return "\n".join(lines)
+
+  def _cloned(self) -> bool:
+    """Whether the update sums clones' losses (model_deploy's layout)."""
+    names = list(self.losses) + [self.loss_name] + [t.name for t in self.terms]
+    return len(self.losses) > 1 or any(_CLONE_SCOPE.search(n) for n in names)
 
   def undercounted_message(self, caller: str, opt_out: OptOut = OPT_OUT) -> str:
     """The message of TooWeakRegularizationError."""
@@ -407,8 +421,9 @@ class RegularizationReport:
     lines.append(
         "Fix: add each regularization loss once, unscaled, to the loss of "
         "one update:\n"
-        "    loss = safetrain.total_loss_from(data_loss)\n"
-        "(for clones: safetrain.sum_clone_losses(clone_losses)).")
+        "    loss = safetrain.total_loss_from(data_loss)" +
+        ("\n(for clones: safetrain.sum_clone_losses(clone_losses))."
+         if self._cloned() else ""))
     lines.extend(opt_out.lines("count them so"))
     return "\n".join(lines)
 

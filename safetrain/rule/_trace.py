@@ -7,7 +7,11 @@ optimized loss and the variables. This reads the graph only.
 * Variables: the optimizer's apply ops (``ApplyGradientDescent``,
   ``ResourceApplyAdam``, ``ResourceSparseApplyMomentum``, ...) among the train
   op's ancestors, data and control edges both; each names its variable as its
-  first input.
+  first input. An optimizer written by hand (BERT's
+  ``AdamWeightDecayOptimizer``, a Keras 2 optimizer in a TF1 graph) has no
+  apply op: its updates are the assigns whose new value is computed from
+  gradients, and the variables it trains are those among them that the loss
+  reads (its slots, written from the gradients too, are not).
 * Loss: what the apply ops' gradients were computed from, found where
   ``tf.gradients`` seeded the backward pass (its ``gradients/grad_ys_0`` op):
   the seed's consumers are the gradient ops of the loss's op, or of its
@@ -28,7 +32,7 @@ does not need names: it records each loss as it differentiates it.
 
 import dataclasses
 import re
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Optional, Set, Tuple
 
 import tensorflow as tf
 
@@ -39,8 +43,17 @@ __all__ = ("TrainOpTrace", "find_train_ops", "losses_of_gradients",
            "trace_train_op")
 
 _OPTIMIZER_APPLY = re.compile(r"^(Resource)?(Sparse)?Apply[A-Z]\w*$")
+# Ops that write a variable's new value. An optimizer written by hand (BERT's
+# AdamWeightDecayOptimizer, a Keras 1/2 optimizer in a TF1 graph, a
+# tf.assign loop) updates with these instead of an Apply op; such an update
+# is one whose new value is computed from gradients.
+_ASSIGNS = frozenset({"Assign", "AssignSub", "AssignAdd", "AssignVariableOp",
+                      "AssignSubVariableOp", "AssignAddVariableOp"})
 _GRAD_SCOPE = re.compile(
     r"^(?P<prefix>(?:.*/)?gradients(?:_\d+)?)/(?P<fwd>.+?)_grad/")
+# Ops whose gradient passes the seed on without an op of its own.
+_PASS_THROUGH = frozenset({"Add", "AddV2", "AddN", "Identity", "CheckNumerics",
+                           "Snapshot"})
 _SEED = re.compile(
     r"^(?P<prefix>(?:.*/)?gradients(?:_\d+)?)/(grad_ys_\d+|Fill)$")
 
@@ -111,14 +124,30 @@ def _prefixes_reached(starts) -> List[str]:
   return prefixes
 
 
+def _seed_consumers(graph, prefix: str) -> List[tf.Operation]:
+  """The ops the seed of the gradients under ``prefix`` feeds.
+
+  Today's TensorFlow seeds a scalar loss's gradient with a ``grad_ys_0``
+  constant that the loss's gradient ops read. TensorFlow 1.5 to 1.15 made
+  ``grad_ys_0`` the scalar one and filled the seed from it:
+  ``Fill(Shape(loss), grad_ys_0)``, named ``Fill``, which the gradient ops
+  read; before 1.5 the constant was named ``Const``. A seed that only feeds
+  another seed leads on to that one's consumers.
+  """
+  consumers: List[tf.Operation] = []
+  for name in ("grad_ys_0", "Fill"):
+    if not _has_op(graph, f"{prefix}/{name}"):
+      continue
+    for consumer in graph.get_operation_by_name(
+        f"{prefix}/{name}").outputs[0].consumers():
+      if _SEED.match(consumer.name) is None and consumer not in consumers:
+        consumers.append(consumer)
+  return consumers
+
+
 def _loss_from_seed(graph, prefix: str) -> Optional[tf.Tensor]:
-  seeds = [graph.get_operation_by_name(f"{prefix}/{name}")
-           for name in ("grad_ys_0", "Fill")
-           if _has_op(graph, f"{prefix}/{name}")]
-  if not seeds:
-    return None
   forward = []
-  for consumer in seeds[0].outputs[0].consumers():
+  for consumer in _seed_consumers(graph, prefix):
     match = _GRAD_SCOPE.match(consumer.name)
     if match and _has_op(graph, match.group("fwd")):
       op = graph.get_operation_by_name(match.group("fwd"))
@@ -128,14 +157,54 @@ def _loss_from_seed(graph, prefix: str) -> Optional[tf.Tensor]:
     return _seeded_output(forward[0], prefix)
   if not forward:
     return None
-  common = None
-  for op in forward:
-    consumers = {c for t in op.outputs for c in t.consumers()
-                 if not _GRAD_SCOPE.match(c.name)}
-    common = consumers if common is None else common & consumers
-  candidates = [t for c in sorted(common or (), key=lambda o: o.name)
-                if (t := _float_scalar(c)) is not None]
-  return candidates[0] if len(candidates) == 1 else None
+  return _joining_loss(forward)
+
+
+def _joining_loss(forward: List[tf.Operation]) -> Optional[tf.Tensor]:
+  """The loss whose gradient makes no op of its own before ``forward``'s.
+
+  The gradient of a sum (``Add`` of equal shapes, ``AddN``) or an identity
+  passes the seed on unchanged, so the seed's first consumers can be the
+  gradient ops of several forward ops, each reaching the loss through such
+  ops only (``cross_entropy + tf.add_n(regularization)``). The loss is where
+  those paths first join: the op of that kind that every forward op
+  reaches, and that no other such op lies below.
+  """
+  below: Dict[tf.Operation, int] = {}  # Op -> bit set of forward ops below.
+  order: List[tf.Operation] = []
+  queue = list(forward)
+  for i, op in enumerate(forward):
+    below[op] = below.get(op, 0) | (1 << i)
+  while queue:
+    op = queue.pop(0)
+    order.append(op)
+    for output in op.outputs:
+      for consumer in output.consumers():
+        if (consumer.type in _PASS_THROUGH and consumer not in below and
+            not _GRAD_SCOPE.match(consumer.name)):
+          below[consumer] = 0
+          queue.append(consumer)
+  for op in order:  # Forward ops first, then in the order reached.
+    for output in op.outputs:
+      for consumer in output.consumers():
+        if consumer in below:
+          below[consumer] |= below[op]
+  every = (1 << len(forward)) - 1
+  for _ in range(len(order)):  # Until nothing changes: the paths are short.
+    changed = False
+    for op in order:
+      merged = below[op]
+      for value in op.inputs:
+        merged |= below.get(value.op, 0)
+      if merged != below[op]:
+        below[op], changed = merged, True
+    if not changed:
+      break
+  joins = [op for op in order if below[op] == every and op not in forward and
+           _float_scalar(op) is not None]
+  lowest = [op for op in joins
+            if not any(value.op in joins for value in op.inputs)]
+  return _float_scalar(lowest[0]) if len(lowest) == 1 else None
 
 
 def _has_op(graph, name: str) -> bool:
@@ -198,6 +267,69 @@ def losses_of_gradients(gradients) -> List[tf.Tensor]:
                              _prefixes_reached([g.op for g in gradients]))
 
 
+class _GradientReach:
+  """Which ops compute their value from gradients, memoized per graph walk.
+
+  An op does when a gradient op (one under a ``gradients`` scope) is among
+  its data ancestors. Each op is visited once, however many assigns ask.
+  """
+
+  def __init__(self):
+    self._known: Dict[tf.Operation, bool] = {}
+
+  def __call__(self, op) -> bool:
+    stack = [op]
+    while stack:
+      current = stack[-1]
+      if current in self._known:
+        stack.pop()
+        continue
+      if _gradient_prefix_of(current) is not None:
+        self._known[current] = True
+        stack.pop()
+        continue
+      pending = [t.op for t in current.inputs if t.op not in self._known]
+      if pending:
+        stack.extend(pending)
+        if len(stack) > 100000:  # A cycle (while loops) or absurd depth.
+          break
+        continue
+      stack.pop()
+      self._known[current] = any(self._known.get(t.op, False)
+                                 for t in current.inputs)
+    return self._known.get(op, False)
+
+
+def _gradient_assigns(ops, reach: _GradientReach) -> List[tf.Operation]:
+  """The assigns among ``ops`` whose new value is computed from gradients."""
+  return [op for op in ops if op.type in _ASSIGNS and len(op.inputs) >= 2
+          and reach(op.inputs[1].op)]
+
+
+def _updates(op) -> Tuple[List[tf.Operation], List[tf.Operation]]:
+  """(apply ops, gradient assigns) that train op ``op`` runs."""
+  # Every TF1 API runs its updates through control dependencies (slim's
+  # train op waits for the global step's AssignAdd, which waits for the
+  # update group, which waits for the apply ops), so that short walk comes
+  # first; the walk over all data ancestors is the fallback.
+  ancestors = _graph.ancestor_ops([op], data=False)
+  apply_ops = [a for a in ancestors if _OPTIMIZER_APPLY.match(a.type)]
+  if not apply_ops:
+    ancestors = _graph.ancestor_ops([op])
+    apply_ops = [a for a in ancestors if _OPTIMIZER_APPLY.match(a.type)]
+  if apply_ops:
+    return apply_ops, []
+  return [], _gradient_assigns(ancestors, _GradientReach())
+
+
+def _differentiated(losses, owners: Dict[str, tf.Operation]) -> Set[str]:
+  """The names in ``owners`` of variables some loss depends on."""
+  reached = set()
+  for loss in losses:
+    reached.update(_graph.Walk([loss], differentiable=False).ops)
+  return {name for name, op in owners.items() if op in reached}
+
+
 def trace_train_op(train_op) -> TrainOpTrace:
   """Finds the loss(es) and variables of ``train_op`` (a tensor or an op)."""
   op = _as_op(train_op)
@@ -206,23 +338,17 @@ def trace_train_op(train_op) -> TrainOpTrace:
         "trace_train_op: train_op must be a graph tf.Operation or tf.Tensor, "
         f"got {type(train_op).__name__}.")
   graph = op.graph
-  # Every TF1 API runs its updates through control dependencies (slim's
-  # train op waits for the global step's AssignAdd, which waits for the
-  # update group, which waits for the apply ops), so that short walk comes
-  # first; the walk over all data ancestors is the fallback.
-  apply_ops = [a for a in _graph.ancestor_ops([op], data=False)
-               if _OPTIMIZER_APPLY.match(a.type)]
-  if not apply_ops:
-    apply_ops = [a for a in _graph.ancestor_ops([op])
-                 if _OPTIMIZER_APPLY.match(a.type)]
+  apply_ops, assigns = _updates(op)
   owners: Dict[str, tf.Operation] = {}
+  assigned: Dict[str, tf.Operation] = {}
   prefixes: List[str] = []
-  for apply_op in apply_ops:
-    owner = (_graph.variable_op_of(apply_op.inputs[0]) if apply_op.inputs
+  for update in apply_ops + assigns:
+    owner = (_graph.variable_op_of(update.inputs[0]) if update.inputs
              else None)
     if owner is not None:
-      owners.setdefault(owner.name, owner)
-    for prefix in _gradient_prefixes(apply_op):
+      (owners if update in apply_ops else assigned).setdefault(owner.name,
+                                                              owner)
+    for prefix in _gradient_prefixes(update):
       if prefix not in prefixes:
         prefixes.append(prefix)
   # What the apply ops were computed from is the truth: the loss a guard
@@ -231,6 +357,12 @@ def trace_train_op(train_op) -> TrainOpTrace:
   if (not losses and op.type == "Identity" and op.control_inputs and
       op.inputs and op.outputs[0].dtype.base_dtype.is_floating):
     losses.append(_peel_check_numerics(op.inputs[0]))  # create_train_op.
+  if assigned:
+    # An assign-based optimizer also writes its slots (m, v) from the
+    # gradients; the variables it trains are those the loss reads.
+    kept = _differentiated(losses, assigned)
+    for name in sorted(kept):
+      owners.setdefault(name, assigned[name])
   names = tuple(sorted(owners))
   return TrainOpTrace(train_op=op, losses=tuple(losses), variables=names,
                       variable_ops=tuple(owners[n] for n in names))
@@ -261,11 +393,19 @@ def find_train_ops(graph) -> Tuple[tf.Operation, ...]:
   apply_ops = {op for op in graph.get_operations()
                if _OPTIMIZER_APPLY.match(op.type)}
   if not apply_ops:
+    # An optimizer written by hand: its updates are assigns computed from
+    # gradients (BERT's AdamWeightDecayOptimizer, Keras 2's get_updates).
+    apply_ops = set(_gradient_assigns(graph.get_operations(),
+                                      _GradientReach()))
+  if not apply_ops:
     return ()
   runs_apply = _graph.descendant_ops(apply_ops, graph)
   waited_for = {parent for op in runs_apply
                 for parent in [t.op for t in op.inputs] + op.control_inputs}
-  sinks = runs_apply - apply_ops - waited_for
+  # A read of a variable after its update (what tf.compat.v1.assign returns
+  # for a resource variable) runs nothing: it is not a train op.
+  sinks = {op for op in runs_apply - apply_ops - waited_for
+           if op.type != "ReadVariableOp"}
   return tuple(sorted(sinks, key=lambda o: o.name))
 
 

@@ -18,6 +18,7 @@ from safetrain.rule import _check
 from safetrain.rule import _policy
 from safetrain.rule import _report
 from safetrain.rule import _trace
+from safetrain.terms import _decoupled
 from safetrain.terms import _keras
 from safetrain.tf2 import _tf2
 
@@ -56,7 +57,8 @@ def _add_terms(loss, terms: Sequence, name: str):
 def update_report(losses: Sequence, variables: Sequence, *,
                   expected_coefficient: Optional[float] = 1.0,
                   memo: Optional[_graph.Memo] = None,
-                  regularization: Optional[Sequence] = None
+                  regularization: Optional[Sequence] = None,
+                  train_op: Optional[tf.Operation] = None
                   ) -> _report.RegularizationReport:
   """The report every entry point judges: one update and its losses.
 
@@ -64,15 +66,25 @@ def update_report(losses: Sequence, variables: Sequence, *,
   (one for ``create_train_op``; one per clone for model_deploy's per-clone
   gradients); ``variables`` the variables it changes. Coefficients are read
   unless ``expected_coefficient`` is None, and inside ``strategy.run`` the
-  replica rule applies.
+  replica rule applies. With the built ``train_op``, decay inside its update
+  (``terms._decoupled``) counts too.
   """
   losses = list(losses)
-  return _check.analyze(
+  report = _check.analyze(
       losses, variables, regularization=regularization,
       expected_coefficient=expected_coefficient,
       with_coefficients=expected_coefficient is not None,
       replicas=_check.replicas_summing(),
       ineffective=_keras.ineffective_regularizers(losses[0].graph), memo=memo)
+  if train_op is not None:
+    report = _check.with_decoupled(report, decoupled_of(train_op, variables))
+  return report
+
+
+def decoupled_of(train_op, variables: Sequence) -> Dict:
+  """Variable op -> the decoupled decay ``train_op``'s update applies."""
+  return _decoupled.decoupled_decay(
+      train_op, list(_graph.variable_key_ops(variables)))
 
 
 def judge(losses: Sequence, report: _report.RegularizationReport,
@@ -300,12 +312,14 @@ def check_train_op(train_op, on_missing: str, caller: str) -> None:
     logging.warning("%s: could not find the loss that %s minimizes; its "
                     "regularization was not checked.", caller, train_op.name)
     return
-  check_update(trace.losses, trace.variable_ops, on_missing, caller)
+  check_update(trace.losses, trace.variable_ops, on_missing, caller,
+               train_op=trace.train_op)
 
 
 def check_update(losses: Sequence, variable_ops: Sequence, on_missing: str,
                  caller: str, *,
-                 opt_out: _report.OptOut = _report.OPT_OUT) -> Sequence:
+                 opt_out: _report.OptOut = _report.OPT_OUT,
+                 train_op: Optional[tf.Operation] = None) -> Sequence:
   """Judges the losses of one update that changes ``variable_ops``.
 
   Returns the terms to add (``on_missing="add"``), for a caller that can
@@ -316,5 +330,5 @@ def check_update(losses: Sequence, variable_ops: Sequence, on_missing: str,
   variables = [owners[op] for op in variable_ops if op in owners]
   if not variables:
     variables = _args.trained_variables(None, graph, caller)
-  report = update_report(losses, variables)
+  report = update_report(losses, variables, train_op=train_op)
   return judge(losses, report, on_missing, caller, opt_out=opt_out)

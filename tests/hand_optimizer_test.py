@@ -1,0 +1,147 @@
+"""Optimizers written by hand: updates by assigns, decay inside the update.
+
+BERT's ``AdamWeightDecayOptimizer`` and Keras 2's optimizers in TF1 graphs
+write each variable's new value with plain assigns (no ``Apply*`` op), and
+BERT's (like ``tf.contrib.opt.AdamWOptimizer``) decays the weights inside
+its update. The audit must find such a train op, its loss and variables
+(rule/_trace), and see the decay (terms/_decoupled): with an L2 term of the
+loss on the same variable, it is decayed twice. The optimizers here are
+written for these tests, in the shapes those graphs have.
+"""
+
+from absl.testing import absltest
+from absl.testing import parameterized
+import tensorflow as tf
+
+import safetrain
+from safetrain.tf1 import _train
+
+import helpers
+
+V = safetrain.Verdict
+
+
+def _assign_sgd(loss, lr=0.1, momentum=0.9):
+  """Keras 2's SGD with momentum, as its get_updates writes it."""
+  variables = tf.compat.v1.trainable_variables()
+  grads = tf.gradients(loss, variables)
+  updates = []
+  for g, p in zip(grads, variables, strict=True):
+    m = tf.Variable(tf.zeros(p.shape), trainable=False)
+    v = momentum * m - lr * g
+    updates += [tf.compat.v1.assign(m, v),
+                tf.compat.v1.assign(p, p + v)]
+  return tf.group(*updates, name="training/group_deps")
+
+
+def _adam_weight_decay(loss, lr=0.01, wd=0.01, exclude=("biases",)):
+  """BERT-style Adam: new = w - lr * (m / (sqrt(v) + eps) + wd * w)."""
+  variables = tf.compat.v1.trainable_variables()
+  grads = tf.gradients(loss, variables)
+  assignments = []
+  for g, w in zip(grads, variables, strict=True):
+    m = tf.Variable(tf.zeros(w.shape), trainable=False)
+    v = tf.Variable(tf.zeros(w.shape), trainable=False)
+    next_m = 0.9 * m + 0.1 * g
+    next_v = 0.999 * v + 0.001 * tf.square(g)
+    update = next_m / (tf.sqrt(next_v) + 1e-6)
+    if not any(e in w.op.name for e in exclude):
+      update += wd * w
+    assignments += [tf.compat.v1.assign(w, w - lr * update),
+                    tf.compat.v1.assign(m, next_m),
+                    tf.compat.v1.assign(v, next_v)]
+  return tf.group(*assignments, name="train_op")
+
+
+def _decay_then_sgd(loss, wd=1e-4):
+  """contrib's DecoupledWeightDecayExtension: w -= wd * w, then the update."""
+  variables = [v for v in tf.compat.v1.trainable_variables()
+               if "weights" in v.op.name]
+  decays = [tf.compat.v1.assign_sub(v, wd * v) for v in variables]
+  with tf.control_dependencies(decays):
+    return tf.compat.v1.train.GradientDescentOptimizer(0.1).minimize(loss)
+
+
+def _build(optimizer, weight_decay, included):
+  loss = helpers.cross_entropy(weight_decay=weight_decay)
+  if included and helpers.regularization():
+    loss = loss + tf.add_n(helpers.regularization())
+  return optimizer(loss)
+
+
+def _no_decay_term(optimizer):
+  return lambda: _build(optimizer, 0.0, True)
+
+
+SCENARIOS = (
+    ("assign_sgd_included", lambda: _build(_assign_sgd, 0.01, True), ()),
+    ("assign_sgd_left_out", lambda: _build(_assign_sgd, 0.01, False),
+     (V.MISSING,)),
+    ("adamw_alone", _no_decay_term(_adam_weight_decay), ()),
+    ("adamw_over_l2", lambda: _build(_adam_weight_decay, 0.01, True),
+     (V.DOUBLED,)),
+    ("decay_then_sgd_alone", _no_decay_term(_decay_then_sgd), ()),
+    ("decay_then_sgd_over_l2", lambda: _build(_decay_then_sgd, 0.01, True),
+     (V.DOUBLED,)),
+)
+
+
+def _verdicts(function):
+  try:
+    function()
+  except safetrain.RegularizationError as e:
+    return tuple(e.verdicts)
+  return ()
+
+
+class HandOptimizerTest(parameterized.TestCase):
+
+  @parameterized.named_parameters(*SCENARIOS)
+  def test_every_check_of_the_built_train_op_agrees(self, build, expected):
+    with tf.Graph().as_default():
+      train_op = build()
+      found = {
+          "ledger": safetrain.ledger(train_op).verdicts,
+          "slim.learning.train": _verdicts(
+              lambda: _train.check_train_op(train_op, "raise", "train")),
+      }
+      path = helpers.make_tempdir(self) + "/model.ckpt-1.meta"
+      tf.compat.v1.train.export_meta_graph(filename=path)
+    result = safetrain.audit_meta_graph(path)
+    self.assertEqual(result.unchecked, ())
+    found["audit"] = result.verdicts
+    found["audit --per-variable"] = safetrain.audit_meta_graph(
+        path, per_variable=True).verdicts
+    self.assertEqual(found, {name: expected for name in found})
+
+  def test_the_assign_optimizer_trains_the_model_not_its_slots(self):
+    with tf.Graph().as_default() as graph:
+      train_op = _build(_assign_sgd, 0.01, True)
+      self.assertEqual(safetrain.find_train_ops(graph), (train_op,))
+      trace = safetrain.trace_train_op(train_op)
+    self.assertEqual(trace.variables, ("conv1/biases", "conv1/weights",
+                                       "logits/biases", "logits/weights"))
+    self.assertLen(trace.losses, 1)
+
+  def test_the_ledger_shows_decay_inside_the_update(self):
+    with tf.Graph().as_default():
+      train_op = _no_decay_term(_adam_weight_decay)()
+      rows = {r.variable: r for r in safetrain.ledger(train_op).rows}
+    (kernel,) = rows["conv1/weights"].mechanisms
+    self.assertEqual((kernel.kind, kernel.status), ("decoupled", "applied"))
+    self.assertAlmostEqual(kernel.rate, 0.01)
+    self.assertTrue(rows["conv1/weights"].decayed)
+    self.assertEqual(rows["conv1/biases"].mechanisms, ())
+
+  def test_doubled_names_both_mechanisms(self):
+    with tf.Graph().as_default():
+      train_op = _build(_adam_weight_decay, 0.01, True)
+      with self.assertRaises(safetrain.DoubleCountedRegularizationError) as e:
+        _train.check_train_op(train_op, "raise", "train")
+    message = str(e.exception)
+    self.assertIn("conv1/weights", message)
+    self.assertIn("decoupled wd=0.01", message)
+
+
+if __name__ == "__main__":
+  absltest.main()
