@@ -3,6 +3,7 @@ r"""safetrain: find regularization that TF1/slim training leaves out.
 Usage:
   safetrain audit PATH [--format=text|json] [--per-variable]
   safetrain run [--on_missing=raise|add|warn] -- COMMAND [ARG ...]
+  safetrain --help | --version
 
 safetrain audit PATH
   Checks a saved training graph. PATH is a MetaGraph file (model.ckpt-N.meta,
@@ -44,35 +45,47 @@ import signal
 import subprocess
 import sys
 import tempfile
-from typing import List, Sequence
+from typing import List, NoReturn, Sequence
 
 from absl import app
 from absl import flags
 from absl import logging
 
-from safetrain.audit import _audit
+# Nothing here imports TensorFlow: --help, --version, usage errors and
+# `run` answer without it; `audit` imports it when it starts.
+from safetrain import _version
 from safetrain.compat import _quiet
-from safetrain.guard import _install
 from safetrain.guard._run_hook import sitecustomize
-from safetrain.rule import _args
+from safetrain.rule import _on_missing
 
 __all__ = ("main", "run", "run_command")
 
+# The command's flags, kept apart from absl's global FLAGS: a program that
+# imports this module (to call run_command, say) gets none of them, and its
+# own --format or --on_missing does not clash with ours.
+FLAGS = flags.FlagValues()
 _FORMAT = flags.DEFINE_enum(
     "format", "text", ["text", "json"],
-    "audit: a readable table (text) or one JSON object (json) on stdout.")
+    "audit: a readable table (text) or one JSON object (json) on stdout.",
+    flag_values=FLAGS)
 _PER_VARIABLE = flags.DEFINE_bool(
     "per-variable", False,
-    "audit: add the weight-decay ledger, one row per trainable variable.")
+    "audit: add the weight-decay ledger, one row per trainable variable.",
+    flag_values=FLAGS)
 _ON_MISSING = flags.DEFINE_enum(
-    "on_missing", "raise", list(_args.ON_MISSING_CHOICES),
+    "on_missing", "raise", list(_on_missing.CHOICES),
     "run: what the guard does when an update's regularization is wrong: "
     "raise its RegularizationError, add terms left out (other verdicts, "
-    "such as a term counted twice, still raise), or warn.")
+    "such as a term counted twice, still raise), or warn.",
+    flag_values=FLAGS)
+_VERSION = flags.DEFINE_bool(
+    "version", False, "Print safetrain's version and exit.",
+    flag_values=FLAGS)
 
-EXIT_OK = _audit.EXIT_OK
-EXIT_PROBLEM = _audit.EXIT_PROBLEM
-EXIT_USAGE = _audit.EXIT_BAD_INPUT
+# Those of safetrain.rule._policy (a test checks), which imports TensorFlow.
+EXIT_OK = 0
+EXIT_PROBLEM = 1
+EXIT_USAGE = 2
 
 _HELP_FLAGS = frozenset({"--help", "-help", "-h", "-?", "--helpshort",
                          "--helpfull", "-helpfull"})
@@ -83,14 +96,12 @@ class _UsageError(Exception):
   """Bad command line; exits with EXIT_USAGE."""
 
 
-def _usage(full: bool) -> str:
-  module = flags.FLAGS.find_module_defining_flag(_FORMAT.name)
-  help_text = (flags.FLAGS.get_help() if full else
-               flags.FLAGS.module_help(module))
-  return f"{__doc__}\nflags:\n{help_text}\n"
+def _usage() -> str:
+  module = FLAGS.find_module_defining_flag(_FORMAT.name)
+  return f"{__doc__}\nflags:\n{FLAGS.module_help(module)}\n"
 
 
-def _fail_usage(message: str) -> None:
+def _fail_usage(message: str) -> NoReturn:
   sys.stderr.write(f"safetrain: {message}\nTry 'safetrain --help'.\n")
   sys.exit(EXIT_USAGE)
 
@@ -100,21 +111,26 @@ def _parse_flags(argv: List[str]) -> List[str]:
 
   ``--help`` prints the usage and every flag of this command, whether run as
   the installed ``safetrain`` script or as ``python -m safetrain``, and exits
-  0. Everything after ``--`` is the command ``run`` starts, untouched.
+  0; so does ``--version``, with the version. Everything after ``--`` is the
+  command ``run`` starts, untouched. Each parse starts from the defaults.
   """
   if "--" in argv[1:]:
     split = argv.index("--", 1)
     head, tail = argv[:split], argv[split:]
   else:
     head, tail = argv, []
-  for arg in head[1:]:
-    if arg in _HELP_FLAGS:
-      sys.stdout.write(_usage(full="full" in arg))
-      sys.exit(EXIT_OK)
+  if any(arg in _HELP_FLAGS for arg in head[1:]):
+    sys.stdout.write(_usage())
+    sys.exit(EXIT_OK)
+  FLAGS.unparse_flags()
   try:
-    positional = flags.FLAGS(head)
+    positional = FLAGS(head)
   except flags.Error as e:
     _fail_usage(str(e))
+  flags.FLAGS.mark_as_parsed()  # app.run asks; the command takes none.
+  if _VERSION.value:
+    sys.stdout.write(f"safetrain {_version.__version__}\n")
+    sys.exit(EXIT_OK)
   return list(positional) + tail
 
 
@@ -123,8 +139,12 @@ def _audit_command(args: Sequence[str]) -> int:
     raise _UsageError(
         "audit takes one PATH (a .meta file or a training directory), got "
         f"{len(args)} arguments.")
-  path = args[0]
-  as_json = _FORMAT.value == "json"
+  with _quiet.tensorflow_quieted():  # TensorFlow loads here.
+    return _audit_path(args[0], as_json=_FORMAT.value == "json")
+
+
+def _audit_path(path: str, as_json: bool) -> int:
+  from safetrain.audit import _audit  # pylint: disable=g-import-not-at-top
   try:
     result = _audit.audit_meta_graph(path,
                                      per_variable=_PER_VARIABLE.value)
@@ -171,7 +191,7 @@ def run_command(command: Sequence[str], on_missing: str = "raise") -> int:
     The command's exit status (128 + N when signal N ended it), or 2 when it
     cannot be started.
   """
-  _args.on_missing(on_missing, "safetrain run")
+  _on_missing.check(on_missing, "safetrain run")
   command = list(command)
   if not command:
     raise _UsageError("run needs a command after --, e.g. "
@@ -179,7 +199,7 @@ def run_command(command: Sequence[str], on_missing: str = "raise") -> int:
   directory = tempfile.mkdtemp(prefix="safetrain_run_")
   try:
     env = _quiet.child_environ(os.environ)  # The user's, as they had it.
-    env[_install.ON_MISSING_ENV] = on_missing
+    env[sitecustomize.ON_MISSING_ENV] = on_missing
     env[sitecustomize.MARKERS_ENV] = directory  # The hook's marker files.
     env["PYTHONPATH"] = os.pathsep.join(
         p for p in (os.path.dirname(sitecustomize.__file__),
@@ -240,11 +260,11 @@ def main(argv: Sequence[str]) -> int:
     return run_command(args[2:], _ON_MISSING.value)
   except _UsageError as e:
     _fail_usage(str(e))
-  return EXIT_USAGE  # Not reached: _fail_usage exits.
 
 
 def run() -> None:
   """The ``safetrain`` console script (and ``python -m safetrain``)."""
+  _quiet.enable()  # This process is the command: quiet TensorFlow's start.
   app.run(main, flags_parser=_parse_flags)
 
 

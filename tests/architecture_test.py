@@ -18,7 +18,7 @@ _ROOT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(
 
 # Lowest first. A module may import its own package and any lower floor.
 FLOORS = (
-    ("safetrain._errors", "safetrain.compat"),  # Leaves.
+    ("safetrain._errors", "safetrain._version", "safetrain.compat"),  # Leaves.
     ("safetrain.graph",),  # Reading a graph.
     ("safetrain.terms",),  # Where regularization comes from.
     ("safetrain.rule",),  # The check, the report, the one policy.

@@ -13,7 +13,6 @@ from unittest import mock
 
 from absl import flags
 from absl.testing import absltest
-from absl.testing import flagsaver
 from absl.testing import parameterized
 import pytest
 import tensorflow as tf
@@ -23,6 +22,7 @@ import safetrain
 import safetrain.slim  # pylint: disable=unused-import
 from safetrain.audit import _audit
 from safetrain.tf1 import _guard
+from safetrain.rule import _policy
 from safetrain.rule import _trace
 from safetrain import cli
 
@@ -34,8 +34,7 @@ _LIBRARY_MODULES = ("safetrain", "safetrain.slim", "safetrain.audit._audit",
 def _call(argv):
   """Parses ``argv`` and runs main: (exit status, stdout, stderr)."""
   out, err = io.StringIO(), io.StringIO()
-  with flagsaver.flagsaver(), contextlib.redirect_stdout(out), \
-      contextlib.redirect_stderr(err):
+  with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
     try:
       status = cli.main(cli._parse_flags(list(argv)))  # pylint: disable=protected-access
     except SystemExit as e:
@@ -51,19 +50,35 @@ def _env():
 
 class FlagsTest(absltest.TestCase):
 
-  def test_library_defines_no_absl_flags(self):
+  def test_neither_library_nor_command_defines_absl_flags(self):
     for module in (_audit, _guard, _trace):  # Every library module loaded.
       self.assertIn(module.__name__, _LIBRARY_MODULES)
     modules = set(flags.FLAGS.flags_by_module_dict())
     for name in _LIBRARY_MODULES:
       self.assertIn(name, sys.modules)
       self.assertNotIn(name, modules)
-    self.assertFalse([m for m in modules
-                      if m.startswith("safetrain") and m != "safetrain.cli"])
-    # The check above can fail: the CLI's own flags are registered by module.
-    cli_flags = {f.name for f in flags.FLAGS.flags_by_module_dict()[
-        "safetrain.cli"]}
-    self.assertEqual(cli_flags, {"format", "on_missing", "per-variable"})
+    # Not the command's either: they live in cli.FLAGS, so a program that
+    # imports the cli keeps its own --format or --on_missing.
+    self.assertFalse([m for m in modules if m.startswith("safetrain")])
+    self.assertEqual(set(cli.FLAGS), {"format", "on_missing", "per-variable",
+                                      "version"})
+
+  def test_exit_statuses_are_the_policys(self):
+    self.assertEqual((cli.EXIT_OK, cli.EXIT_PROBLEM, cli.EXIT_USAGE),
+                     (_policy.EXIT_OK, _policy.EXIT_PROBLEM,
+                      _policy.EXIT_BAD_INPUT))
+
+  def test_version(self):
+    for args in (["--version"], ["audit", "x", "--version"]):
+      status, out, err = _call(["safetrain"] + args)
+      self.assertEqual((status, out, err),
+                       (0, f"safetrain {safetrain.__version__}\n", ""))
+
+  def test_each_parse_starts_from_the_defaults(self):
+    _call(["safetrain", "audit", "--format=json", "--per-variable", "x"])
+    cli._parse_flags(["safetrain", "audit", "x"])  # pylint: disable=protected-access
+    self.assertEqual((cli._FORMAT.value, cli._PER_VARIABLE.value),  # pylint: disable=protected-access
+                     ("text", False))
 
   def test_help_lists_usage_exit_codes_and_flags_under_any_argv0(self):
     # The console script's argv[0] is the script path and its __main__ is
@@ -75,6 +90,40 @@ class FlagsTest(absltest.TestCase):
       self.assertRegex(out, r"Exit status:\n  0 .*\n  1 .*\n  2 ")
       self.assertIn("--format: <text|json>", out)
       self.assertIn("--on_missing: <raise|add|warn>", out)
+
+
+# The command in a fresh interpreter; then whether TensorFlow was loaded.
+_LOADS_TENSORFLOW = """
+import sys
+from safetrain import cli
+sys.argv = ["safetrain"] + sys.argv[1:]
+try:
+  cli.run()
+except SystemExit as e:
+  status = e.code
+print("loaded", "tensorflow" in sys.modules, "tf_slim" in sys.modules, status)
+"""
+
+
+class WithoutTensorflowTest(parameterized.TestCase):
+  """What the command answers before, or without, importing TensorFlow."""
+
+  @parameterized.named_parameters(
+      ("help", ["--help"], 0),
+      ("version", ["--version"], 0),
+      ("no_command", [], 2),
+      ("audit_without_path", ["audit"], 2),
+      ("unknown_flag", ["audit", "x", "--colour=red"], 2),
+      ("run_without_command", ["run", "--"], 2),
+      # run's own process never needs TensorFlow: the command it starts does.
+      ("run", ["run", "--", sys.executable, "-c", "pass"], 0),
+  )
+  def test_answers_without_importing_tensorflow(self, args, status):
+    result = subprocess.run(
+        [sys.executable, "-c", _LOADS_TENSORFLOW] + args,
+        capture_output=True, text=True, timeout=120, env=_env(), check=False)
+    self.assertEqual(result.stdout.splitlines()[-1],
+                     f"loaded False False {status}", result.stderr[-2000:])
 
 
 class AuditCommandTest(parameterized.TestCase):
@@ -150,7 +199,7 @@ class AuditCommandTest(parameterized.TestCase):
     result = subprocess.run([_SCRIPT, "audit", path], capture_output=True,
                             text=True, timeout=300, env=_env(), check=False)
     self.assertEqual(result.returncode, 0, result.stderr[-2000:])
-    self.assertIn("OK: the loss of its train op includes", result.stdout)
+    self.assertIn("OK: every train op's loss includes", result.stdout)
     self.assertNotIn("deprecated", result.stderr)
 
   @pytest.mark.slow
@@ -204,7 +253,8 @@ print("child stdout line")
 with open(os.environ["CHILD_REPORT"], "w") as f:
   json.dump({"argv": sys.argv[1:],
              "policy": os.environ.get("SAFETRAIN_RUN_ON_MISSING"),
-             "hooked": [type(h).__name__ for h in sys.meta_path],
+             "awaited": sorted(sys.modules["safetrain.compat._on_import"]
+                               .watching()),
              "chained": os.environ.get("CHAINED_MARKER") is not None and
                         os.path.exists(os.environ["CHAINED_MARKER"]),
              "tensorflow_loaded": "tensorflow" in sys.modules}, f)
@@ -236,7 +286,8 @@ class RunCommandTest(absltest.TestCase):
     self.assertEqual(status, 3)
     self.assertEqual(seen["argv"], ["--lr=0.1", "data dir", "--", "-x"])
     self.assertEqual(seen["policy"], "add")
-    self.assertIn("_Hook", seen["hooked"])
+    self.assertEqual(seen["awaited"],
+                     ["tensorflow.python.training.optimizer", "tf_slim"])
     self.assertFalse(seen["tensorflow_loaded"])  # Nothing heavy up front.
     self.assertEqual(seen["parent_stderr"],
                      "safetrain run: warning: the command never loaded "

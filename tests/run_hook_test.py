@@ -113,15 +113,21 @@ class UnchangedScriptTest(parameterized.TestCase):
 
 class HookModuleTest(absltest.TestCase):
 
-  def test_hook_watches_tf_slim_and_the_optimizer_module(self):
+  def test_hook_awaits_tf_slim_and_the_optimizer_module(self):
     # The hook is a real module: importing it under its package name has no
     # side effects; only Python's start-up import (as sitecustomize) acts.
-    from safetrain.guard._run_hook import sitecustomize  # pylint: disable=g-import-not-at-top
-    hook = sitecustomize._Hook("raise")  # pylint: disable=protected-access
-    self.assertEqual(set(hook._actions),  # pylint: disable=protected-access
-                     {"tf_slim", "tensorflow.python.training.optimizer"})
-    self.assertFalse(any(isinstance(f, sitecustomize._Hook)  # pylint: disable=protected-access
-                         for f in sys.meta_path))
+    code = textwrap.dedent("""
+        from safetrain.guard._run_hook import sitecustomize
+        from safetrain.compat import _on_import
+        print(sorted(_on_import.watching().items()))  # import safetrain's.
+        sitecustomize.watch("raise")
+        print(sorted(_on_import.watching().items()))
+        """)
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True,
+                            text=True, timeout=120, check=True, cwd=_ROOT)
+    self.assertEqual(result.stdout.splitlines(), [
+        "[('tf_slim', 1)]",
+        "[('tensorflow.python.training.optimizer', 1), ('tf_slim', 2)]"])
 
   def test_env_name_matches_the_guard(self):
     from safetrain.guard import _install  # pylint: disable=g-import-not-at-top

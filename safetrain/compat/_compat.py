@@ -9,14 +9,20 @@ new address. Two things here do change behaviour, on purpose: Supervisor
 threads run in the graph that made them (``_run_looper_threads_in_their_graph``)
 and tf_slim's own bugs are fixed (``_slim_fixes``).
 
-``apply()`` runs once, when ``safetrain`` is imported.
+``import safetrain`` calls ``apply_when_tf_slim_loads()``: ``apply()`` then
+runs once, right after tf_slim itself is imported, or at once if it already
+is; importing safetrain alone loads neither tf_slim nor TensorFlow.
 """
 
 import importlib
 import sys
 import types
 
-__all__ = ("apply",)
+from safetrain.compat import _on_import
+
+__all__ = ("apply", "apply_when_tf_slim_loads")
+
+TF_SLIM = "tf_slim"
 
 _applied = False
 
@@ -99,6 +105,11 @@ def _run_looper_threads_in_their_graph():
 
   run._safetrain_in_graph = True  # pylint: disable=protected-access
   looper.__init__, looper.run = __init__, run
+
+
+def apply_when_tf_slim_loads() -> None:
+  """Calls ``apply()`` once tf_slim has loaded (now, if it has)."""
+  _on_import.after_import(TF_SLIM, lambda unused_module: apply())
 
 
 def apply() -> None:

@@ -12,6 +12,7 @@ import tensorflow as tf
 
 from safetrain import _errors
 from safetrain.graph import _graph
+from safetrain.rule import _on_missing
 
 __all__ = (
     "ON_MISSING_CHOICES",
@@ -23,7 +24,7 @@ __all__ = (
     "trained_variables",
 )
 
-ON_MISSING_CHOICES = ("raise", "add", "warn")
+ON_MISSING_CHOICES = _on_missing.CHOICES
 
 _EAGER_FIX = (
     "{caller} builds TensorFlow 1 style graphs and does not work under eager "
@@ -150,9 +151,4 @@ def optimizer(value, caller: str):
   return value
 
 
-def on_missing(value, caller: str) -> str:
-  if value not in ON_MISSING_CHOICES:
-    raise _errors.InvalidArgumentError(
-        f"{caller}: on_missing={value!r} is not one of "
-        f"{', '.join(repr(c) for c in ON_MISSING_CHOICES)}.")
-  return value
+on_missing = _on_missing.check

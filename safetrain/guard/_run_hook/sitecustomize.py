@@ -1,32 +1,36 @@
 """safetrain run: the guard and the tf_slim fixes in the command's process.
 
 Python imports this module at start-up because ``safetrain run`` puts its
-directory first on ``PYTHONPATH``. It imports nothing heavy: a finder on
-``sys.meta_path`` waits for two modules, so a process that never uses
+directory first on ``PYTHONPATH``. It imports nothing heavy: ``import
+safetrain`` loads neither TensorFlow nor tf_slim, and two modules are
+awaited with ``safetrain.compat._on_import``, so a process that never uses
 TensorFlow never loads it.
 
 * ``tensorflow.python.training.optimizer``: once it has loaded, a small
   trampoline on ``Optimizer.compute_gradients`` installs the real guard
-  (importing safetrain, by then safely after TensorFlow) on the first call.
+  (importing safetrain's guard, by then safely after TensorFlow) on the
+  first call.
 * ``tf_slim``: once it has loaded, ``safetrain.compat._compat.apply()``
   puts back the TensorFlow names tf_slim 1.1.0 needs and fixes its bugs,
   before the script builds anything with it (``tfexample_decoder`` and the
   streaming metrics otherwise fail at graph build on TF 2.16 and later).
+  ``import safetrain`` itself arranges that; this hook marks it.
 
 Then it runs the ``sitecustomize`` it shadows, if any. It tells
 ``safetrain run`` how far it got by creating marker files
 (``loaded-PID``, ``guarded-PID``, ``slim-fixed-PID``) in the directory named
-by ``MARKERS_ENV``.
+by ``MARKERS_ENV``. A Python that cannot import safetrain says so on its
+stderr and runs unchecked; ``safetrain run`` then warns that nothing was
+checked.
 """
 
-import importlib.abc
 import importlib.machinery
 import importlib.util
 import os
 import sys
 
-# Keep these equal to safetrain.tf1._guard.ON_MISSING_ENV and cli's markers
-# variable; this module cannot import safetrain (that imports TensorFlow).
+# Keep this equal to safetrain.guard._install.ON_MISSING_ENV (a test does):
+# importing that module would import TensorFlow.
 ON_MISSING_ENV = "SAFETRAIN_RUN_ON_MISSING"
 MARKERS_ENV = "SAFETRAIN_RUN_MARKERS"
 OPTIMIZER_MODULE = "tensorflow.python.training.optimizer"
@@ -87,49 +91,21 @@ def patch(optimizer_class, on_missing: str) -> None:
 
 def fix_slim(unused_module) -> None:
   """Applies safetrain's tf_slim fixes once tf_slim has loaded."""
-  try:
-    from safetrain.compat import _compat  # pylint: disable=g-import-not-at-top
-  except ImportError as e:
-    sys.stderr.write(f"safetrain run: tf_slim left unfixed: cannot import "
-                     f"safetrain ({e}).\n")
-    return
-  _compat.apply()
+  from safetrain.compat import _compat  # pylint: disable=g-import-not-at-top
+  _compat.apply()  # Done already if safetrain's own hook ran first.
   mark("slim-fixed")
 
 
-class _Hook(importlib.abc.MetaPathFinder):
-  """Runs an action after each watched module has loaded, then steps aside."""
+def watch(on_missing: str) -> None:
+  """Awaits the TF1 optimizer module and tf_slim in this process."""
+  from safetrain.compat import _on_import  # pylint: disable=g-import-not-at-top
 
-  def __init__(self, on_missing: str):
-    self._actions = {
-        OPTIMIZER_MODULE: self._guard,
-        SLIM_MODULE: fix_slim,
-    }
-    self._on_missing = on_missing
-
-  def _guard(self, module) -> None:
-    patch(module.Optimizer, self._on_missing)
+  def guard(module) -> None:
+    patch(module.Optimizer, on_missing)
     mark("guarded")
 
-  def find_spec(self, name, path, target=None):
-    del target
-    action = self._actions.pop(name, None)
-    if action is None:
-      return None
-    if not self._actions:
-      sys.meta_path.remove(self)
-    spec = importlib.machinery.PathFinder.find_spec(name, path)
-    if spec is None or spec.loader is None:
-      sys.stderr.write(f"safetrain run: could not hook {name}\n")
-      return spec
-    exec_module = spec.loader.exec_module
-
-    def exec_and_act(module):
-      exec_module(module)
-      action(module)
-
-    spec.loader.exec_module = exec_and_act
-    return spec
+  _on_import.after_import(OPTIMIZER_MODULE, guard)
+  _on_import.after_import(SLIM_MODULE, fix_slim)
 
 
 def _chain() -> None:
@@ -147,8 +123,14 @@ def _chain() -> None:
 def main() -> None:
   on_missing = os.environ.get(ON_MISSING_ENV)
   if on_missing:
-    sys.meta_path.insert(0, _Hook(on_missing))
-    mark("loaded")
+    try:
+      watch(on_missing)
+    except ImportError as e:
+      sys.stderr.write(f"safetrain run: {sys.executable} cannot import "
+                       f"safetrain ({e}); this process runs unchecked. "
+                       "Install safetrain where the script runs.\n")
+    else:
+      mark("loaded")
   _chain()
 
 
