@@ -17,17 +17,17 @@ programs: importing an example module (as the tests do) changes nothing, and
 the library never silences anything in a user's process.
 """
 
-import contextlib
 import logging
 import os
-import re
 import sys
-import tempfile
 import warnings
 from typing import Callable, List, Sequence
 
 from absl import app
 from absl import flags
+
+# Light: importing safetrain loads neither TensorFlow nor tf_slim.
+from safetrain.compat import _quiet
 
 EXIT_USAGE = 2
 
@@ -40,41 +40,15 @@ _DEPRECATION_MESSAGES = (
 _DEPRECATION_MODULE = "deprecation"
 
 
-# C++ lines TensorFlow prints while it loads and finds its devices, whatever
-# TF_CPP_MIN_LOG_LEVEL: absl's notice, INFO lines, and the CUDA probe's
-# complaint on a machine without CUDA.
-_STARTUP_NOISE = re.compile(
-    r"^(WARNING: All log messages before absl::InitializeLog\(\) is called"
-    r"|I\d{4} [\d:. ]+\d+ \S+\] "
-    r"|E\d{4} [\d:. ]+\d+ cuda_\w+\.cc:\d+\] failed call to cuInit)")
-
-
-@contextlib.contextmanager
-def _stderr_filtered(noise: "re.Pattern[str]"):
-  """Captures file descriptor 2 (C++ writes there) and replays the rest."""
-  sys.stderr.flush()
-  saved = os.dup(2)
-  with tempfile.TemporaryFile() as capture:
-    os.dup2(capture.fileno(), 2)
-    try:
-      yield
-    finally:
-      os.dup2(saved, 2)
-      os.close(saved)
-      capture.seek(0)
-      text = capture.read().decode("utf-8", errors="replace")
-      sys.stderr.write("".join(line for line in text.splitlines(True)
-                               if not noise.match(line)))
-
-
 def import_tensorflow_quietly() -> None:
   """Imports TensorFlow without its C++ INFO and WARNING startup lines.
 
   Sets TF_CPP_MIN_LOG_LEVEL=2 unless the user set it; lines that ignore it
-  (absl's, CUDA probing) are filtered out of the import's stderr.
+  (absl's, CUDA probing; the ``safetrain`` command's list) are filtered out
+  of the import's stderr.
   """
   os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-  with _stderr_filtered(_STARTUP_NOISE):
+  with _quiet.filtered_stderr(_quiet.STARTUP_NOISE):
     import tensorflow  # pylint: disable=g-import-not-at-top
     tensorflow.config.list_physical_devices()  # The CUDA probe, now.
 
