@@ -35,7 +35,7 @@ safetrain run -- COMMAND [ARG ...]
 Exit status:
   0  audit: no verdict; run: the command's own status
   1  audit: an update has a verdict (left out, doubled, too weak, ...)
-  2  bad usage, or input that cannot be read or checked
+  2  bad usage, or input that cannot be read or checked (one line on stderr)
 """
 
 import json
@@ -102,7 +102,11 @@ def _usage() -> str:
 
 
 def _fail_usage(message: str) -> NoReturn:
-  sys.stderr.write(f"safetrain: {message}\nTry 'safetrain --help'.\n")
+  """Exits 2 with one line on stderr: what is wrong, and where help is."""
+  message = " ".join(message.split())  # Always one line.
+  if not message.endswith((".", "?", "!")):
+    message += "."
+  sys.stderr.write(f"safetrain: {message} Try 'safetrain --help'.\n")
   sys.exit(EXIT_USAGE)
 
 
