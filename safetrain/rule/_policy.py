@@ -141,10 +141,14 @@ def apply(report: _report.RegularizationReport, on_missing: str, caller: str,
   if on_missing == "add":
     addable = _addable(report, found)
     if addable:
-      logging.info("%s: added %d regularization losses that %s left out: "
-                   "%s", caller, len(addable), report.loss_name,
-                   ", ".join(t.name for t in addable[:5]) +
-                   (" ..." if len(addable) > 5 else ""))
+      # A warning, so it shows by default: the caller asked for a change
+      # to what trains, and should see that it happened. The first 3 terms.
+      shown = ", ".join(repr(t.name) for t in addable[:3])
+      more = len(addable) - 3
+      logging.warning(
+          "[safetrain] %s: added %d regularization losses that the loss %r "
+          "left out (on_missing=\"add\"): %s%s", caller, len(addable),
+          report.loss_name, shown, f" and {more} more" if more > 0 else "")
       return addable
   if on_missing == "warn":
     text = message(report, found, caller,
