@@ -16,7 +16,7 @@ Usage:
   python examples/keras_custom_loop.py --train_dir=/tmp/tf2_digits \
       --steps=300 --learning_rate=0.05 [--kernel_l2=1e-3] \
       [--strategy=mirrored] [--loop=fixed|broken] \
-      [--regularization_policy=raise|add|warn]
+      [--on_missing=raise|add|warn]
 
 ``--strategy=mirrored`` trains on 2 logical CPU devices (MirroredStrategy);
 ``--batch_size`` is each replica's batch, as it is each clone's in the
@@ -44,14 +44,17 @@ if __package__ in (None, ""):  # Run as a script: make `examples` importable.
 # pylint: disable=g-import-not-at-top
 from examples import data_flags
 from examples import model_flags
+from examples import policy_flags
 from examples import training_flags
 from examples import datasets
 
-# --train_dir, --batch_size (per replica) and --learning_rate are the trainers'
-# shared flags (examples/data_flags.py, model_flags.py, training_flags.py).
+# --train_dir, --batch_size (per replica), --learning_rate and --on_missing
+# are the trainers' shared flags (examples/data_flags.py, model_flags.py,
+# training_flags.py, policy_flags.py); --on_missing defaults to raise here.
 _TRAIN_DIR = data_flags.TRAIN_DIR
 _BATCH_SIZE = model_flags.BATCH_SIZE
 _LEARNING_RATE = training_flags.LEARNING_RATE
+_ON_MISSING = policy_flags.ON_MISSING
 _STEPS = flags.DEFINE_integer("steps", 300, "Total training steps.",
                               lower_bound=1)
 _WEIGHT_DECAY = flags.DEFINE_float("kernel_l2", 1e-3,
@@ -60,9 +63,6 @@ _STRATEGY = flags.DEFINE_enum("strategy", "default", ["default", "mirrored"],
                               "mirrored: 2 logical CPU devices.")
 _LOOP = flags.DEFINE_enum("loop", "fixed", ["fixed", "broken"],
                           "broken: the public bug (model.losses left out).")
-_ON_MISSING = flags.DEFINE_enum("regularization_policy", "raise",
-                                ["raise", "add", "warn"],
-                                "What safetrain does with a left-out term.")
 _CHECKPOINT_EVERY = flags.DEFINE_integer("checkpoint_every", 50,
                                          "Steps between checkpoints.",
                                          lower_bound=1)
@@ -223,8 +223,11 @@ def main(argv):
         on_missing=_ON_MISSING.value,
         checkpoint_every=_CHECKPOINT_EVERY.value,
         seconds_per_step=_SECONDS_PER_STEP.value)
-  except (safetrain.MissingRegularizationError,
-          safetrain.DoubleCountedRegularizationError) as e:
+  except safetrain.MissingRegularizationError as e:
+    print(f"{e}\nIn this program: --on_missing=add adds them.",
+          file=sys.stderr)
+    return 1
+  except safetrain.DoubleCountedRegularizationError as e:
     print(e, file=sys.stderr)
     return 1
   print(f"step {result['step']}: data {result['data']:.4f} regularization "
@@ -233,4 +236,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  flags.FLAGS.set_default(_ON_MISSING.name, "raise")
   app.run(main)

@@ -1,14 +1,16 @@
 """The model flags every example program reads, defined once.
 
-absl flags are global and the tests import the trainer, the evaluator and
-the experiment into one process, so a flag they share is defined once, in
-one of three modules, each adopted whole by the programs that read all of
-its flags (``flags.adopt_module_key_flags``, so ``--help`` shows them):
+absl flags are global and the tests import the trainer, the evaluator, the
+experiment and the Keras loop into one process, so a flag they share is
+defined once, in one of four modules, each adopted whole by the programs
+that read all of its flags (``flags.adopt_module_key_flags``, so ``--help``
+shows them):
 
 * ``model_flags`` (this one): the network and its input; all three programs.
 * ``data_flags``: the dataset and the training directory; trainer and
   evaluator.
 * ``training_flags``: the optimizer and the seed; trainer and experiment.
+* ``policy_flags``: ``--on_missing``; trainer and Keras custom loop.
 
 A program that wants another default sets it in its ``__main__`` block with
 ``flags.FLAGS.set_default``; code that needs a default reads ``.default``.

@@ -5,9 +5,11 @@ flag names and meanings (``--batch_size`` is per clone). The model code is
 the seed's: the task loss alone goes to ``slim.learning.create_train_op``.
 What matters for regularization is the import, ``import safetrain.slim as
 slim``, which makes ``create_train_op`` check that loss against the graph's
-regularization losses and, with ``--on_missing_regularization``:
+regularization losses and, with ``--on_missing`` (the library's
+``on_missing``, and ``safetrain run --on_missing``):
 
-* ``add`` (default): add the weight decay terms the loss leaves out;
+* ``add`` (default): add the weight decay terms the loss leaves out, with a
+  warning that names them;
 * ``raise``: stop with ``MissingRegularizationError`` (what, which, the fix);
 * ``warn``: warn and train without them, as plain tf_slim silently does.
 
@@ -49,7 +51,7 @@ startup lines and its TF1 layers' deprecation notices are left out
 (``examples/program.py``).
 
 Exit codes: 0 trained, 1 regularization left out (with
---on_missing_regularization=raise) or counted more than once, 2 bad usage
+--on_missing=raise) or counted more than once, 2 bad usage
 (including flag combinations that cannot work, refused when the flags are
 parsed) or unusable data.
 """
@@ -83,6 +85,7 @@ from examples import data_flags
 from examples import datasets
 from examples import distributed  # --num_clones, --ps_hosts, ...
 from examples import model_flags
+from examples import policy_flags
 from examples import training_flags
 from examples.nets import nets_factory
 
@@ -106,14 +109,10 @@ _TRAINABLE_SCOPES = flags.DEFINE_list(
 _CHECKPOINT_EXCLUDE_SCOPES = flags.DEFINE_list(
     "checkpoint_exclude_scopes", [],
     "Scopes not restored from --checkpoint_path (a new head, say).")
-_ON_MISSING_REGULARIZATION = flags.DEFINE_enum(
-    "on_missing_regularization", "add", ("raise", "add", "warn"),
-    "What create_train_op does when the loss leaves out regularization "
-    "losses: add them, raise MissingRegularizationError, or warn.")
-
 flags.adopt_module_key_flags(model_flags)
 flags.adopt_module_key_flags(data_flags)
 flags.adopt_module_key_flags(training_flags)
+flags.adopt_module_key_flags(policy_flags)
 flags.adopt_module_key_flags(distributed)
 
 
@@ -145,7 +144,7 @@ class TrainConfig:
   trainable_scopes: Sequence[str] = ()
   checkpoint_path: Optional[str] = data_flags.CHECKPOINT_PATH.default
   checkpoint_exclude_scopes: Sequence[str] = ()
-  on_missing_regularization: str = _ON_MISSING_REGULARIZATION.default
+  on_missing: str = policy_flags.ON_MISSING.default
   seed: Optional[int] = training_flags.SEED.default
   num_clones: int = distributed.NUM_CLONES.default
   clone_on_cpu: bool = distributed.CLONE_ON_CPU.default
@@ -178,7 +177,7 @@ def config_from_flags() -> TrainConfig:
       trainable_scopes=tuple(_TRAINABLE_SCOPES.value),
       checkpoint_path=data_flags.CHECKPOINT_PATH.value,
       checkpoint_exclude_scopes=tuple(_CHECKPOINT_EXCLUDE_SCOPES.value),
-      on_missing_regularization=_ON_MISSING_REGULARIZATION.value,
+      on_missing=policy_flags.ON_MISSING.value,
       seed=training_flags.SEED.value,
       num_clones=distributed.NUM_CLONES.value,
       clone_on_cpu=distributed.CLONE_ON_CPU.value,
@@ -298,7 +297,7 @@ def build_train_op(config: TrainConfig, images: tf.Tensor, labels: tf.Tensor,
   examples for each of ``config.num_clones`` clones.
 
   The seed's code: the task loss alone is handed to create_train_op, which,
-  being safetrain's, applies --on_missing_regularization.
+  being safetrain's, applies --on_missing.
   """
   global_step = tf.compat.v1.train.get_or_create_global_step()
   network_fn = make_network_fn(config, num_classes)
@@ -329,7 +328,7 @@ def build_train_op(config: TrainConfig, images: tf.Tensor, labels: tf.Tensor,
       model.task_loss if loss is None else loss, optimizer,
       global_step=global_step, variables_to_train=variables,
       colocate_gradients_with_ops=config.num_clones > 1,
-      on_missing=config.on_missing_regularization)
+      on_missing=config.on_missing)
   report = safetrain.check_regularization(train_op, variables)
   return TrainPieces(train_op, global_step, model.task_loss,
                      regularization_loss_sum(), learning_rate, model.logits,
@@ -474,7 +473,7 @@ def train(config: TrainConfig) -> int:
 
   Raises ``datasets.DataError`` for unusable data before building anything,
   and ``safetrain.MissingRegularizationError`` with
-  ``on_missing_regularization="raise"`` when the loss leaves out weight decay.
+  ``on_missing="raise"`` when the loss leaves out weight decay.
   """
   cluster = config.cluster or distributed.Cluster()
   if cluster.is_ps:
@@ -511,7 +510,7 @@ def train(config: TrainConfig) -> int:
         "Regularization: the optimized loss includes %d of %d regularization "
         "losses (on_missing=%s).",
         pieces.report.count(safetrain.Status.INCLUDED),
-        len(pieces.report.terms), config.on_missing_regularization)
+        len(pieces.report.terms), config.on_missing)
     write_ledger(pieces, config, cluster.is_chief)
     add_summaries(pieces)
     init_fn = None if latest else make_init_fn(
@@ -556,8 +555,7 @@ def main(argv: List[str]) -> int:
     logging.error("%s", e)
     return 2
   except safetrain.MissingRegularizationError as e:
-    logging.error("%s\nIn this trainer: --on_missing_regularization=add "
-                  "adds them.", e)
+    logging.error("%s\nIn this trainer: --on_missing=add adds them.", e)
     return 1
   except safetrain.RegularizationError as e:  # Every other verdict.
     logging.error("%s", e)

@@ -100,6 +100,7 @@ class KerasCustomLoopTest(absltest.TestCase):
     _, err = broken.communicate(timeout=300)
     self.assertEqual(broken.returncode, 1, err[-3000:])
     self.assertIn("leaves out 2 of 2 regularization losses", err)
+    self.assertIn("In this program: --on_missing=add adds them.", err)
 
   def test_resume_after_sigkill(self):
     proc = _run(self.dir, "--steps=400", "--checkpoint_every=5",

@@ -98,8 +98,7 @@ class GraphTest(parameterized.TestCase):
 
   def test_add_includes_every_term(self):
     with tf.Graph().as_default():
-      pieces = self._build(tiny_config("/unused", on_missing_regularization=
-                                       "add"))
+      pieces = self._build(tiny_config("/unused", on_missing="add"))
       self.assertTrue(pieces.report.ok)
       self.assertEqual(pieces.report.count(safetrain.Status.INCLUDED), 4)
       self.assertEqual(pieces.train_op.dtype, tf.float32)
@@ -108,20 +107,19 @@ class GraphTest(parameterized.TestCase):
     with tf.Graph().as_default():
       with self.assertRaisesRegex(safetrain.MissingRegularizationError,
                                   "leaves out 4 of 4 regularization") as e:
-        self._build(tiny_config("/unused", on_missing_regularization="raise"))
+        self._build(tiny_config("/unused", on_missing="raise"))
     self.assertLen(e.exception.report.missing, 4)
 
   def test_warn_trains_without_weight_decay(self):
     with tf.Graph().as_default():
       with self.assertWarns(safetrain.MissingRegularizationWarning):
-        pieces = self._build(tiny_config("/unused",
-                                         on_missing_regularization="warn"))
+        pieces = self._build(tiny_config("/unused", on_missing="warn"))
       self.assertLen(pieces.report.missing, 4)
 
   def test_no_weight_decay_nothing_to_raise(self):
     with tf.Graph().as_default():
       pieces = self._build(tiny_config("/unused", weight_decay=0.0,
-                                       on_missing_regularization="raise"))
+                                       on_missing="raise"))
       self.assertEmpty(pieces.report.terms)
 
   def test_frozen_layers_regularization_not_required(self):
@@ -130,7 +128,7 @@ class GraphTest(parameterized.TestCase):
       with self.assertRaisesRegex(safetrain.MissingRegularizationError,
                                   "leaves out 1 of 4") as e:
         self._build(tiny_config("/unused", trainable_scopes=("LeNet/fc4",),
-                                on_missing_regularization="raise"))
+                                on_missing="raise"))
       self.assertEqual([t.variables for t in e.exception.report.missing],
                        [("LeNet/fc4/weights",)])
     with tf.Graph().as_default():
@@ -259,12 +257,12 @@ class MainTest(parameterized.TestCase):
   def test_config_from_flags(self):
     parse_flags(self, ["prog", "--train_dir=/x", "--model_name=lenet",
                        "--trainable_scopes=LeNet/fc4,LeNet/fc3",
-                       "--on_missing_regularization=warn", "--optimizer=adam",
+                       "--on_missing=warn", "--optimizer=adam",
                        "--max_number_of_steps=7"])
     config = trainer.config_from_flags()
     self.assertEqual(
         (config.train_dir, config.model_name, config.trainable_scopes,
-         config.on_missing_regularization, config.optimizer,
+         config.on_missing, config.optimizer,
          config.max_number_of_steps, config.dataset_split_name),
         ("/x", "lenet", ("LeNet/fc4", "LeNet/fc3"), "warn", "adam", 7,
          "train"))
@@ -278,7 +276,7 @@ class MainTest(parameterized.TestCase):
     self.assertEqual(self._main(f"--train_dir={root}/b", "--model_name=lenet",
                                 "--depth_multiplier=0.25",
                                 "--weight_decay=0.01",
-                                "--on_missing_regularization=raise"), 1)
+                                "--on_missing=raise"), 1)
 
 
   def test_counted_twice_exits_1(self):
@@ -303,7 +301,7 @@ class MainTest(parameterized.TestCase):
     self.assertContainsSubset(
         {"train_dir", "model_name", "batch_size", "optimizer", "seed",
          "num_clones", "ps_hosts", "sync_replicas", "weight_decay",
-         "on_missing_regularization"}, key_flags)
+         "on_missing"}, key_flags)
     self.assertNotIn("steps_per_run", key_flags)  # The experiment's.
 
 
