@@ -8,7 +8,8 @@
   and tf_slim print for their own TF1 layers (``layer.apply``,
   ``tf.layers.*``, ``_colocate_with``, ...) are dropped, by message and
   source; any other warning still shows.
-* ``run(main)``: ``app.run`` with both, and a flag parser that turns a bad
+* ``run(main)``: ``app.run`` with both, each log line printed once (absl's
+  handler only, see ``_one_handler``), and a flag parser that turns a bad
   flag or flag combination into exit status 2 (bad usage) with one line,
   where absl's own parser exits 1.
 
@@ -76,7 +77,27 @@ def parse_flags(argv: Sequence[str]) -> List[str]:
     sys.exit(EXIT_USAGE)
 
 
+def _one_handler() -> None:
+  """TensorFlow's log lines go out through absl's handler only.
+
+  TensorFlow gives its logger a handler of its own when it first logs while
+  the root logger has none, as when an example imports it before
+  ``app.run`` installs absl's handler there. Each line then came out twice,
+  ``INFO:tensorflow:Graph was finalized.`` and absl's ``I... Graph was
+  finalized.``. Called inside ``app.run``, after absl's handler is on the
+  root logger, so TensorFlow adds none later.
+  """
+  tensorflow_logger = logging.getLogger("tensorflow")
+  for handler in list(tensorflow_logger.handlers):
+    tensorflow_logger.removeHandler(handler)
+
+
 def run(main: Callable[[List[str]], int]) -> None:
-  """``app.run(main)`` with quiet deprecations and exit 2 on bad flags."""
+  """``app.run(main)``, quiet, each log line once, exit 2 on bad flags."""
   quiet_deprecations()
-  app.run(main, flags_parser=parse_flags)
+
+  def main_with_one_handler(argv: List[str]) -> int:
+    _one_handler()
+    return main(argv)
+
+  app.run(main_with_one_handler, flags_parser=parse_flags)

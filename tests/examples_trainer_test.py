@@ -410,6 +410,9 @@ class SubprocessTest(absltest.TestCase):
     self.assertEqual(result.stdout, "")  # Logs go to stderr.
     self.assertNotRegex(result.stderr, r"(?i)deprecat")
     self.assertNotIn("cpu_feature_guard", result.stderr)
+    # Each log line once: through absl's handler, not TensorFlow's own too.
+    self.assertEqual(result.stderr.count("Graph was finalized."), 1)
+    self.assertNotIn("INFO:tensorflow:", result.stderr)
     self.assertEqual(trainer.checkpoint_step(
         tf.train.latest_checkpoint(train_dir)), 5)
 
