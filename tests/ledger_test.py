@@ -18,7 +18,6 @@ from tf_slim.nets import resnet_v1
 import helpers
 import safetrain
 import safetrain.slim as slim
-from safetrain.per_variable import _ledger_text
 from safetrain import cli
 from examples.nets import mobilenet_v2
 
@@ -641,18 +640,6 @@ class TrainerTest(absltest.TestCase):
                      if v.tag == "weight_decay_ledger/text_summary")
     self.assertLen(texts, 1)
     self.assertIn("LeNet/conv1/weights", texts[0])
-
-
-class TextTest(absltest.TestCase):
-
-  def test_shorten_keeps_block_index_and_weight_name(self):
-    name = "MobilenetV2/expanded_conv_16/depthwise/depthwise_weights"
-    short = _ledger_text.shorten(name, 40)
-    self.assertLessEqual(len(short), 40)
-    self.assertIn("16/", short)
-    self.assertTrue(short.endswith("/depthwise_weights"))
-    self.assertEqual(_ledger_text.shorten("conv1/weights", 40),
-                     "conv1/weights")
 
 
 if __name__ == "__main__":

@@ -1,15 +1,19 @@
-"""The ledger as a table for a terminal (100 columns by default).
+"""The ledger as a table for a terminal.
 
-Long variable names are shortened in the middle (``MobilenetV2/exp…ject/
-weights``): the model's top scope and the weight's own name stay. Each row's
-per-step decay is a number where the optimizer's math makes it constant,
-else a mark ``[a]``, ``[b]`` explained under the table; so are the formulas.
+Every cell is printed in full, so every variable name can be read, copied
+and searched for (``MobilenetV2/expanded_conv_16/depthwise/
+depthwise_weights``). The table is ``width`` columns wide (100 by default)
+where the names fit, and wider where they do not: a column is never
+narrower than its longest cell. Each row's per-step decay is a number where
+the optimizer's math makes it constant, else a mark ``[a]``, ``[b]``
+explained under the table; so are the formulas. The findings under the
+table wrap at ``width``.
 """
 
 import textwrap
-from typing import Dict, List
+from typing import Dict, List, Sequence
 
-__all__ = ("render", "shorten")
+__all__ = ("render",)
 
 _KIND = {"kernel": "kernel", "bias": "bias", "normalization scale": "scale",
          "normalization offset": "offset", "embedding": "embed",
@@ -19,34 +23,6 @@ _KIND = {"kernel": "kernel", "bias": "bias", "normalization scale": "scale",
 # What the number after "L2" is, since the regularizers scale it two ways.
 _L2_NOTE = ("  L2 c: the term is c*sum(w^2); slim.l2_regularizer(s) gives "
             "c = s/2, Keras L2(s) c = s")
-
-
-def _cut(text: str, width: int) -> str:
-  if len(text) <= width:
-    return text
-  if width < 5:
-    return text[:width]
-  tail = (width - 1) // 2 + (width - 1) % 2
-  return text[:width - 1 - tail] + "\u2026" + text[-tail:]
-
-
-def shorten(text: str, width: int) -> str:
-  """``text`` cut to ``width`` characters, keeping what tells names apart.
-
-  The scopes of a path are cut in their middle first, longest first, so
-  their ends (block indices such as ``_16``) and the last component (the
-  weight's name) stay; only then is the whole cut in the middle.
-  """
-  parts = text.split("/")
-  while len("/".join(parts)) > width:
-    longest = max(range(len(parts) - 1), key=lambda i: len(parts[i]),
-                  default=None)
-    if longest is None or len(parts[longest]) <= 5:
-      break
-    over = len("/".join(parts)) - width
-    parts[longest] = _cut(parts[longest],
-                          max(5, len(parts[longest]) - over))
-  return _cut("/".join(parts), width)
 
 
 def _kind(row) -> str:
@@ -72,17 +48,36 @@ def _mechanisms(row) -> str:
   return ", ".join(parts) or "-"
 
 
+def _widths(table: Sequence[Sequence[str]], least: Sequence[int],
+            width: int) -> List[int]:
+  """Each column's width: its longest cell, and at least ``least``.
+
+  The first column (the names) also fills the table out to ``width``.
+  """
+  widths = [max([w] + [len(cells[i]) for cells in table])
+            for i, w in enumerate(least)]
+  rest = sum(widths[1:]) + len(widths) - 1  # The other columns and gaps.
+  widths[0] = max(widths[0], width - rest)
+  return widths
+
+
 def render(ledger, width: int = 100) -> str:
-  """The ledger's table, its notes and its findings, ``width`` wide."""
+  """The ledger's table in full, its notes, and its findings wrapped.
+
+  Args:
+    ledger: a ``Ledger``.
+    width: the table's width where its cells fit, and where the findings'
+      text wraps. No cell is cut: longer names make the table wider.
+
+  Returns:
+    The text, without a final newline.
+  """
   rows = ledger.rows
   decayed = sum(r.decayed for r in rows)
   lines = [f"ledger of {ledger.source} ({ledger.optimizer}): {len(rows)} "
            f"trainable variables, {decayed} decayed"]
-  columns = (("variable", 0), ("shape", 12), ("kind", 8), ("state", 8),
+  columns = (("variable", 16), ("shape", 12), ("kind", 8), ("state", 8),
              ("decay", 18), ("per step", 9))
-  fixed = sum(w for _, w in columns) + len(columns) - 1
-  name_width = max(16, width - fixed)
-  widths = [name_width] + [w for _, w in columns[1:]]
   notes: Dict[str, str] = {}
   table: List[List[str]] = [[c for c, _ in columns]]
   for row in rows:
@@ -102,10 +97,10 @@ def render(ledger, width: int = 100) -> str:
     state = row.training
     table.append([row.variable, shape, _kind(row), state, _mechanisms(row),
                   step])
+  widths = _widths(table, [w for _, w in columns], width)
   for cells in table:
-    lines.append(" ".join(shorten(c, w).ljust(w)
-                          for c, w in zip(cells, widths, strict=True)
-                          ).rstrip())
+    lines.append(" ".join(c.ljust(w) for c, w in zip(cells, widths,
+                                                     strict=True)).rstrip())
   for note, mark in notes.items():
     lines.append(f"  {mark + ' ' if mark else ''}{note}")
   if any(m.kind == "L2" and m.l2 is not None
