@@ -7,12 +7,16 @@
 #   make docs         build the documentation site, strict (requirements/docs.txt),
 #                     into a temporary directory (DOCS_SITE=dir keeps it)
 #   make docs-test    run every code block of the README, CONTRIBUTING and docs/
+#   make test-wheel   build the sdist and wheel, install the wheel with the
+#                     tensorflow extra into a fresh .venv-wheel, and check the
+#                     installed command there (tests/command_test.py)
 #   make test-matrix  the library's tests on every lane (TF 2.15-2.21 x Python
 #                     3.10-3.13 where TensorFlow has wheels); each lane
 #                     writes requirements/results/<lane>.txt
 #   make test-lane LANE=tf2.18-py3.12   one lane's library tests
 #   make ci           what .ci/run does: lint, docs, the full suite on the newest
-#                     and oldest TF, library tests on a covering subset of lanes
+#                     TF, the wheel, the suite on the oldest TF, library tests
+#                     on a covering subset of lanes
 # A lane installs requirements/lanes/<lane>.txt with --no-deps: every package
 # is pinned there, TensorFlow as tensorflow-cpu only (see .ci/matrix.py).
 SHELL := /bin/bash
@@ -38,7 +42,7 @@ LIBRARY_TESTS ?= tests -m "not slow" --ignore-glob="tests/examples_*"
 BIN := $(VENV)/bin
 
 .PHONY: venv test test-fast test-oldest lint docs docs-test test-lane \
-	test-matrix ci ci-lanes experiment benchmarks clean
+	test-matrix test-wheel ci ci-lanes experiment benchmarks clean
 
 venv: $(VENV)/.installed
 
@@ -82,6 +86,26 @@ docs: $(VENV)/.docs-installed
 docs-test: venv
 	$(BIN)/python -m pytest tests/docs_test.py $(PYTEST_ARGS)
 
+$(VENV)/.build-installed: $(VENV)/.installed requirements/build.txt
+	$(BIN)/python -m pip install --quiet -r requirements/build.txt
+	touch $@
+
+# The package as a user installs it: the sdist and, built from it, the
+# wheel (into DIST); the wheel with the tensorflow extra (the CUDA build,
+# the noisiest at start-up) into a fresh WHEEL_VENV; then the installed
+# command's checks run against it (quiet --help, one stderr line for each
+# exit 2, the audit of graphs the tests write, run --on_missing=add).
+WHEEL_VENV ?= .venv-wheel
+DIST ?= dist
+test-wheel: $(VENV)/.build-installed
+	rm -rf $(DIST) $(WHEEL_VENV)
+	$(BIN)/python -m build --outdir $(DIST) .
+	$(PYTHON) -m venv $(WHEEL_VENV)
+	$(WHEEL_VENV)/bin/python -m pip install --quiet \
+		"$$(ls $(DIST)/safetrain-*.whl)[tensorflow]"
+	SAFETRAIN_COMMAND="$(abspath $(WHEEL_VENV))/bin/safetrain" \
+		$(BIN)/python -m pytest tests/command_test.py $(XDIST) $(PYTEST_ARGS)
+
 # One lane's library tests; the summary line goes to requirements/results.
 test-lane:
 	$(MAKE) venv PYTHON=python$(word 2,$(subst -py, ,$(LANE))) LANE=$(LANE) VENV=.venv-$(LANE)
@@ -100,7 +124,7 @@ ci-lanes:
 	set -e; for lane in $$(python3 .ci/matrix.py lanes --ci-library); do \
 		$(MAKE) test-lane LANE=$$lane; done
 
-ci: lint docs test test-oldest ci-lanes
+ci: lint docs test test-wheel test-oldest ci-lanes
 
 experiment: venv
 	$(BIN)/python examples/weight_decay_experiment.py
@@ -110,4 +134,4 @@ benchmarks: venv
 	$(BIN)/python benchmarks/audit_scale.py
 
 clean:
-	rm -rf .venv .venv-tf2.15 .venv-tf*-py* build *.egg-info
+	rm -rf .venv .venv-tf2.15 .venv-tf*-py* .venv-wheel build dist *.egg-info
