@@ -100,9 +100,8 @@ class SeedScriptTest(absltest.TestCase):
     self.assertEqual(report.loss_name, "total_loss:0")
     self.assertEqual({t.name: t.status for t in report.terms},
                      {n: Status.INCLUDED for n in _SEED_REGULARIZERS})
-    self.assertIn("OK: the loss of its train op includes each of the 2 "
-                  "regularization terms of the variables it updates, once.",
-                  result.to_text())
+    self.assertIn("OK: its train op's loss includes each of the 2 terms that "
+                  "regularize what it updates, once.", result.to_text())
     self.assertEqual(result.to_dict()["missing"], [])
 
   def test_directory_means_its_newest_meta(self):
@@ -297,8 +296,8 @@ class OkLineTest(absltest.TestCase):
       _sgd().minimize(tf.reduce_mean(tf.square(y)))
     self.assertEqual(
         self._text(build),
-        "OK: the graph has no regularization term that its train op would "
-        "have to include (no weight decay in the loss to check).")
+        "OK: the graph has no regularization term; its train op's loss has "
+        "none to include.")
 
   def test_terms_of_frozen_variables_only_are_not_required(self):
     def build():
@@ -309,7 +308,7 @@ class OkLineTest(absltest.TestCase):
     self.assertEqual(
         self._text(build),
         "OK: the graph's 2 regularization terms regularize only variables "
-        "its train op does not update (frozen), so none is required.")
+        "its train op does not update.")
 
   def test_included_and_frozen_terms_are_counted(self):
     def build():
@@ -317,11 +316,12 @@ class OkLineTest(absltest.TestCase):
       body = tf.compat.v1.get_collection(
           tf.compat.v1.GraphKeys.TRAINABLE_VARIABLES, "body")
       _sgd().minimize(loss, var_list=body)
+    # The frozen term is in the table above, as frozen; the OK line counts
+    # what was required.
     self.assertEqual(
         self._text(build),
-        "OK: the loss of its train op includes each of the 1 regularization "
-        "terms of the variables it updates, once; 1 more regularize only "
-        "variables it does not update (frozen) and are not required.")
+        "OK: its train op's loss includes each of the 1 terms that regularize "
+        "what it updates, once.")
 
   def test_fed_gradients_and_no_terms_is_a_verdict(self):
     # A policy-gradient loop: the gradients are placeholders fed each step,

@@ -200,7 +200,7 @@ class AuditCommandTest(parameterized.TestCase):
     result = subprocess.run([_SCRIPT, "audit", path], capture_output=True,
                             text=True, timeout=300, env=_env(), check=False)
     self.assertEqual(result.returncode, 0, result.stderr[-2000:])
-    self.assertIn("OK: the loss of its train op includes", result.stdout)
+    self.assertIn("OK: its train op's loss includes", result.stdout)
     self.assertNotIn("deprecated", result.stderr)
 
   @pytest.mark.slow

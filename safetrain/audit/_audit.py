@@ -269,6 +269,31 @@ def _load(path: str) -> Tuple[tf.Graph, meta_graph_pb2.MetaGraphDef, str,
   if disallowed:
     raise AuditInputError(
         f"audit: {meta_path} is not a valid graph: {disallowed}.", meta_path)
+  try:
+    graph = _import(meta_graph_def)
+  except Exception as e:  # pylint: disable=broad-except
+    # Untrusted input: TensorFlow signals a malformed graph with many types
+    # (ValueError, KeyError, TypeError, tf.errors.*); each is bad input here,
+    # unless the writer's shape hints were all that stood in the way.
+    error: Optional[Exception] = e
+    hints = _legacy.strip_shape_hints(meta_graph_def)
+    if hints:
+      try:
+        graph = _import(meta_graph_def)
+        error = None
+        repairs = dataclasses.replace(repairs, shape_hints=hints)
+      except Exception as again:  # pylint: disable=broad-except
+        error = again
+    if error is not None:
+      raise AuditInputError(
+          f"audit: cannot import the graph in {meta_path}: "
+          f"{type(error).__name__}: {_first_line(error)}", meta_path) from None
+  _check_collections(graph, meta_path, repairs)
+  return graph, meta_graph_def, meta_path, repairs
+
+
+def _import(meta_graph_def) -> tf.Graph:
+  """A new graph with ``meta_graph_def`` imported: runs and restores nothing."""
   graph = tf.Graph()
   # TensorFlow's deprecation notices for what the saved graph uses (a
   # QueueRunner, say) speak to the script's author, not to the audit's user.
@@ -277,19 +302,12 @@ def _load(path: str) -> Tuple[tf.Graph, meta_graph_pb2.MetaGraphDef, str,
   logger.setLevel("ERROR")
   try:
     with graph.as_default():
-      # Builds Operation objects from the protobuf; runs nothing, restores
-      # nothing. Devices are cleared so a GPU graph imports on any machine.
+      # Builds Operation objects from the protobuf. Devices are cleared so a
+      # GPU graph imports on any machine.
       tf.compat.v1.train.import_meta_graph(meta_graph_def, clear_devices=True)
-  except Exception as e:  # pylint: disable=broad-except
-    # Untrusted input: TensorFlow signals a malformed graph with many types
-    # (ValueError, KeyError, TypeError, tf.errors.*); each is bad input here.
-    raise AuditInputError(
-        f"audit: cannot import the graph in {meta_path}: "
-        f"{type(e).__name__}: {_first_line(e)}", meta_path) from None
   finally:
     logger.setLevel(level)
-  _check_collections(graph, meta_path, repairs)
-  return graph, meta_graph_def, meta_path, repairs
+  return graph
 
 
 def _check_collections(graph, meta_path: str,
@@ -449,28 +467,25 @@ class AuditResult:
     return "\n".join(lines)
 
   def _ok_line(self) -> str:
-    """What was checked, for a graph with no verdict."""
+    """What was checked, for a graph with no verdict (one line, short)."""
     terms = [t for a in self.train_ops for r in a.reports for t in r.terms]
     required = {t.name for t in terms if t.required}
-    frozen = {t.name for t in terms if not t.required}
     count = len(self.train_ops)
-    which = "its train op" if count == 1 else f"any of its {count} train ops"
     if not terms:
-      return (f"OK: the graph has no regularization term that {which} "
-              "would have to include (no weight decay in the loss to check).")
+      whose = ("its train op's loss has none" if count == 1 else
+               f"none of its {count} train ops' losses has any")
+      return (f"OK: the graph has no regularization term; {whose} to "
+              "include.")
     if not required:
-      return (f"OK: the graph's {len(frozen)} regularization terms "
-              f"regularize only variables {which} does not update (frozen), "
-              "so none is required.")
+      which = ("its train op does not update" if count == 1 else
+               f"none of its {count} train ops updates")
+      return (f"OK: the graph's {len({t.name for t in terms})} regularization "
+              f"terms regularize only variables {which}.")
     if count == 1:
-      extra = (f"; {len(frozen)} more regularize only variables it does not "
-               "update (frozen) and are not required" if frozen else "")
-      return (f"OK: the loss of its train op includes each of the "
-              f"{len(required)} regularization terms of the variables it "
-              f"updates, once{extra}.")
-    return (f"OK: the loss of each of its {count} train ops includes each "
-            "regularization term of the variables it updates, once "
-            f"({len(required)} terms in all).")
+      return (f"OK: its train op's loss includes each of the {len(required)} "
+              "terms that regularize what it updates, once.")
+    return (f"OK: each of its {count} train ops' losses includes each term "
+            "that regularizes what it updates, once.")
 
 
 class _OpVariable:
@@ -538,9 +553,8 @@ def _audit_train_op(op, graph, memo: _graph.Memo,
   if not trace.variable_ops:
     problem = "it runs no optimizer apply op, so it updates no variable."
   elif not trace.losses:
-    regularizing = _check.regularizing(
-        graph, _check.regularization_losses(
-            graph, keras_terms=_keras.saved_terms(graph)), variables, memo)
+    regularizing = _check.regularizing(graph, _saved_terms(graph, memo),
+                                       variables, memo)
     if not regularizing:
       # Gradients fed from outside (a policy-gradient loop's placeholders):
       # no loss to read, but nothing it would have to include either.
@@ -590,12 +604,20 @@ class _SavedRegularization:
     self.dtype = tensor.dtype
 
 
+def _saved_terms(graph, memo: _graph.Memo) -> List:
+  """Every regularization term of a saved graph, found once per graph."""
+  key = ("saved terms", graph)
+  if key not in memo.graph_answers:
+    memo.graph_answers[key] = _check.regularization_losses(
+        graph, keras_terms=_keras.saved_terms(graph), memo=memo)
+  return memo.graph_answers[key]
+
+
 def _analyze_imported(losses, variables, memo: _graph.Memo,
                       train_op) -> _report.RegularizationReport:
   """The update's report for losses of an imported graph (see above)."""
   graph = losses[0].graph
-  saved = [_SavedRegularization(t) for t in _check.regularization_losses(
-      graph, keras_terms=_keras.saved_terms(graph))]
+  saved = [_SavedRegularization(t) for t in _saved_terms(graph, memo)]
   report = _train.update_report(losses, variables, memo=memo,
                                 regularization=saved, train_op=train_op)
   terms = tuple(

@@ -50,6 +50,7 @@ __all__ = (
     "captured_outer_tensors",
     "carries_gradient",
     "copies",
+    "depth_and_leaves",
     "is_lazy_tensor",
     "key",
     "lazy_copies",
@@ -423,6 +424,10 @@ class Memo:
     self.attrs: Dict[tf.Operation, Tuple] = {}
     self.depth_and_leaves: Dict[TensorKey, Tuple] = {}
     self.leaves: Dict[TensorKey, Tuple[tf.Operation, ...]] = {}
+    # Answers to questions about the whole graph (the audit's regularization
+    # terms, which every train op of a saved graph shares), by question.
+    self.graph_answers: Dict[Any, Any] = {}
+    self.copies: Dict[TensorKey, List[TensorKey]] = {}
 
   def op_attrs(self, op) -> Tuple:
     """``op``'s public attributes, serialized, for comparing computations."""
@@ -453,11 +458,14 @@ def _same_computation(a, b, depth: int, memo: Memo) -> bool:
   inputs_a, inputs_b = op_a.inputs, op_b.inputs
   if not inputs_a and op_a.type != "Const":
     return False  # Distinct variables or placeholders.
-  if (len(inputs_a) != len(inputs_b) or
-      memo.op_attrs(op_a) != memo.op_attrs(op_b)):
+  # The cheap comparisons first: most candidates differ in an input's type.
+  if len(inputs_a) != len(inputs_b) or any(
+      x.op.type != y.op.type or x.value_index != y.value_index
+      for x, y in zip(inputs_a, inputs_b, strict=True)):
     return False
-  return all(_same_computation(x, y, depth - 1, memo)
-             for x, y in zip(inputs_a, inputs_b, strict=True))
+  return (all(_same_computation(x, y, depth - 1, memo)
+              for x, y in zip(inputs_a, inputs_b, strict=True)) and
+          memo.op_attrs(op_a) == memo.op_attrs(op_b))
 
 
 def same_computation(a, b, memo: Optional[Memo] = None) -> bool:
@@ -470,7 +478,7 @@ def same_computation(a, b, memo: Optional[Memo] = None) -> bool:
   b_key = key(b)
   found = memo.depth_and_leaves.get(b_key)
   if found is None:
-    found = memo.depth_and_leaves[b_key] = _depth_and_leaves(b)
+    found = memo.depth_and_leaves[b_key] = depth_and_leaves(b)
   return _same_computation(a, b, found[0], memo)
 
 
@@ -505,9 +513,11 @@ def copies(master, memo: Optional[Memo] = None,
   """
   master_key = key(master)
   memo = memo if memo is not None else Memo()
+  if master_key in memo.copies:  # The graph only grows while a memo lives.
+    return [k for k in memo.copies[master_key] if within is None or within(k)]
   found_depth = memo.depth_and_leaves.get(master_key)
   if found_depth is None:
-    found_depth = memo.depth_and_leaves[master_key] = _depth_and_leaves(master)
+    found_depth = memo.depth_and_leaves[master_key] = depth_and_leaves(master)
   depth, leaves = found_depth
   found = []
   frontier = set(leaves)
@@ -523,18 +533,18 @@ def copies(master, memo: Optional[Memo] = None,
     for op in following:
       candidate_key = (op, master.value_index)
       if (op.type == master.op.type and candidate_key != master_key and
-          (within is None or within(candidate_key)) and
           _same_computation(op.outputs[master.value_index], master, depth,
                             memo)):
         found.append(candidate_key)
     frontier = following
-  return found
+  memo.copies[master_key] = found
+  return [k for k in found if within is None or within(k)]
 
 
 _MAX_DEPTH = 64
 
 
-def _depth_and_leaves(tensor) -> Tuple[int, Set[tf.Operation]]:
+def depth_and_leaves(tensor) -> Tuple[int, Set[tf.Operation]]:
   """The depth of ``tensor``'s computation and its non-constant leaves."""
   depth_of: Dict[tf.Operation, int] = {}
   leaves: Set[tf.Operation] = set()

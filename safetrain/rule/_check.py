@@ -43,7 +43,8 @@ def in_scope(name: str, scope: Optional[str]) -> bool:
 
 
 def regularization_losses(graph, scope: Optional[str] = None, *,
-                          keras_terms: Optional[Sequence] = None) -> List:
+                          keras_terms: Optional[Sequence] = None,
+                          memo: Optional[_graph.Memo] = None) -> List:
   """Every regularization term of ``graph``, each once.
 
   The ``REGULARIZATION_LOSSES`` collection, then the Keras terms (those of
@@ -71,7 +72,7 @@ def regularization_losses(graph, scope: Optional[str] = None, *,
     if _graph.key(term) not in seen and in_scope(term.name, scope):
       seen.add(_graph.key(term))
       result.append(term)
-  for term in _penalties.penalty_terms(graph, known=result):
+  for term in _penalties.penalty_terms(graph, known=result, memo=memo):
     if _graph.key(term) not in seen and in_scope(term.name, scope):
       seen.add(_graph.key(term))
       result.append(term)
@@ -147,7 +148,7 @@ def analyze(losses, variables_to_train: Sequence, *,
   graph = losses[0].graph
   memo = memo if memo is not None else _graph.Memo()
   if regularization is None:
-    regularization = regularization_losses(graph)
+    regularization = regularization_losses(graph, memo=memo)
   trained_owners = _graph.variable_key_ops(variables_to_train)
   all_owners = trained_owners
   if regularization:  # Frozen terms are named after untrained variables too.

@@ -241,25 +241,28 @@ def _collected(graph) -> Set[_graph.TensorKey]:
   return found
 
 
-def _covered(known: Sequence, memo: _graph.Memo) -> Set[tf.Operation]:
-  """The ops inside known terms and inside their copies.
-
-  A lazy term (``get_variable(regularizer=...)``, a Keras weight term) is
-  built anew each time it is used, so the loss holds a copy of it, not the
-  tensor the collection holds; a saved graph no longer says which entries
-  were lazy. Any tensor that computes what a known term does, the same way,
-  is that term.
-  """
-  starts = []
+def _masters(known: Sequence) -> List[tf.Tensor]:
+  found = []
   for term in known:
     tensor = getattr(term, "_master_tensor", None)
     tensor = term if tensor is None else tensor
     if isinstance(tensor, tf.Tensor):
-      starts.append(tensor.op)
-      starts.extend(op for op, _ in _graph.copies(tensor, memo))
-  if not starts:
+      found.append(tensor)
+  return found
+
+
+def _leaves(master, memo: _graph.Memo) -> Set[tf.Operation]:
+  master_key = _graph.key(master)
+  if master_key not in memo.depth_and_leaves:
+    memo.depth_and_leaves[master_key] = _graph.depth_and_leaves(master)
+  return memo.depth_and_leaves[master_key][1]
+
+
+def _covered(masters: Sequence[tf.Tensor]) -> Set[tf.Operation]:
+  """The ops inside known terms."""
+  if not masters:
     return set()
-  return set(_graph.ancestor_ops(starts, control=False))
+  return set(_graph.ancestor_ops([t.op for t in masters], control=False))
 
 
 def penalty_terms(graph, known: Sequence = (),
@@ -276,10 +279,24 @@ def penalty_terms(graph, known: Sequence = (),
     The terms, in graph order, each once.
   """
   memo = memo if memo is not None else _graph.Memo()
-  covered = _covered(known, memo)
+  masters = _masters(known)
+  covered = _covered(masters)
   cores = [op for op in graph.get_operations()
            if op.type in ("L2Loss", "Sum") and op not in covered and
            not _GRADIENTS.search(op.name) and _core_variable(op) is not None]
+  if cores and masters:
+    # A lazy term (get_variable(regularizer=...), a Keras weight term) is
+    # built anew each time it is used, so the loss holds a copy of it, not
+    # the tensor the collection holds, and a saved graph no longer says
+    # which entries were lazy: a tensor that computes what a known term of
+    # the same variable does, the same way, is that term.
+    variables = {_core_variable(op) for op in cores}
+    copies = [op for master in masters
+              if _leaves(master, memo) & variables
+              for op, _ in _graph.copies(master, memo)]
+    if copies:
+      covered |= set(_graph.ancestor_ops(copies, control=False))
+      cores = [op for op in cores if op not in covered]
   if not cores:
     return []
   growth = _Growth(cores)
