@@ -88,6 +88,8 @@ def _summaries_and_constraints():
   (w1, b1, w2, b2), data = _model()
   tf.compat.v1.summary.scalar("w1_norm", tf.nn.l2_loss(w1))
   tf.compat.v1.summary.scalar("b2_sq", 0.5 * tf.reduce_sum(tf.square(b2)))
+  # The parameters' norm, logged: sqrt(2 * sum(l2_loss(p))).
+  tf.compat.v1.summary.scalar("pnorm", tf.compat.v1.global_norm([w1, b1]))
   tf.compat.v1.summary.scalar("b1_norm", tf.sqrt(tf.reduce_sum(
       tf.square(b1)) + 1e-8))
   tf.compat.v1.assign(w2, tf.clip_by_norm(w2, 3.0, axes=[0]))

@@ -8,6 +8,8 @@ import tf_slim as slim
 import safetrain
 from safetrain.rule import _trace
 
+import helpers
+
 
 def _model():
   x = tf.compat.v1.placeholder(tf.float32, [None, 4], name="x")
@@ -125,6 +127,43 @@ class TraceTest(parameterized.TestCase):
                        ("body/biases", "body/weights"))
       self.assertEqual(traces[head_op.name].variables,
                        ("head/biases", "head/weights"))
+
+  @parameterized.parameters(False, True)
+  def test_a_sparse_update_is_an_update(self, use_resource):
+    # word2vec's embedding gets an IndexedSlices gradient: plain SGD updates
+    # it with a scatter of the rows (ScatterSub, ResourceScatterAdd), no
+    # Apply op. Its L2 term is then required, and left out here.
+    with tf.Graph().as_default() as graph:
+      embeddings = tf.compat.v1.get_variable(
+          "embeddings", [10, 4], use_resource=use_resource,
+          regularizer=slim.l2_regularizer(0.1))
+      rows = tf.nn.embedding_lookup(embeddings, tf.constant([1, 3]))
+      loss = tf.reduce_sum(tf.square(rows), name="task_loss")
+      tf.compat.v1.train.GradientDescentOptimizer(0.1).minimize(loss)
+      (train_op,) = _trace.find_train_ops(graph)
+      trace = _trace.trace_train_op(train_op)
+      self.assertEqual(trace.variables, ("embeddings",))
+      self.assertEqual([t.name for t in trace.losses], ["task_loss:0"])
+      path = helpers.make_tempdir(self) + "/model.meta"
+      tf.compat.v1.train.export_meta_graph(filename=path)
+    self.assertEqual(safetrain.audit_meta_graph(path).verdicts,
+                     (safetrain.Verdict.MISSING,))
+
+  def test_a_read_after_the_update_is_the_train_op_when_nothing_else_is(self):
+    # A Keras optimizer's train op in an Estimator graph (TF 2.0) is the
+    # read of its iterations counter after the update; a read returned by a
+    # resource assign beside an update group is not.
+    with tf.Graph().as_default() as graph:
+      loss = _model()
+      iterations = tf.compat.v1.get_variable(
+          "iterations", [], tf.int64, use_resource=True, trainable=False)
+      update = tf.compat.v1.train.GradientDescentOptimizer(0.1).minimize(loss)
+      graph.clear_collection(tf.compat.v1.GraphKeys.TRAIN_OP)
+      with tf.control_dependencies([update]):
+        read = tf.raw_ops.ReadVariableOp(resource=iterations.handle,
+                                         dtype=tf.int64)
+      self.assertEqual(_trace.find_train_ops(graph), (read.op,))
+      self.assertLen(_trace.trace_train_op(read.op).variables, 4)
 
   def test_graph_without_optimizer_has_no_train_op(self):
     with tf.Graph().as_default() as graph:

@@ -49,6 +49,11 @@ _OPTIMIZER_APPLY = re.compile(r"^(Resource)?(Sparse)?Apply[A-Z]\w*$")
 # is one whose new value is computed from gradients.
 _ASSIGNS = frozenset({"Assign", "AssignSub", "AssignAdd", "AssignVariableOp",
                       "AssignSubVariableOp", "AssignAddVariableOp"})
+# A sparse gradient (an embedding lookup's IndexedSlices) makes plain SGD
+# update with a scatter of the scaled rows, not an Apply op: the variable is
+# its first input, the rows its third.
+_SCATTERS = frozenset({"ScatterSub", "ScatterAdd", "ResourceScatterSub",
+                       "ResourceScatterAdd"})
 _GRAD_SCOPE = re.compile(
     r"^(?P<prefix>(?:.*/)?gradients(?:_\d+)?)/(?P<fwd>.+?)_grad/")
 # Ops whose gradient passes the seed on without an op of its own.
@@ -306,20 +311,29 @@ def _gradient_assigns(ops, reach: _GradientReach) -> List[tf.Operation]:
           and reach(op.inputs[1].op)]
 
 
+def _gradient_scatters(ops, reach: _GradientReach) -> List[tf.Operation]:
+  """The scatters among ``ops`` whose rows are computed from gradients."""
+  return [op for op in ops if op.type in _SCATTERS and len(op.inputs) >= 3
+          and reach(op.inputs[2].op)]
+
+
 def _updates(op) -> Tuple[List[tf.Operation], List[tf.Operation]]:
   """(apply ops, gradient assigns) that train op ``op`` runs."""
   # Every TF1 API runs its updates through control dependencies (slim's
   # train op waits for the global step's AssignAdd, which waits for the
   # update group, which waits for the apply ops), so that short walk comes
   # first; the walk over all data ancestors is the fallback.
+  reach = _GradientReach()
   ancestors = _graph.ancestor_ops([op], data=False)
   apply_ops = [a for a in ancestors if _OPTIMIZER_APPLY.match(a.type)]
+  apply_ops += _gradient_scatters(ancestors, reach)
   if not apply_ops:
     ancestors = _graph.ancestor_ops([op])
     apply_ops = [a for a in ancestors if _OPTIMIZER_APPLY.match(a.type)]
+    apply_ops += _gradient_scatters(ancestors, reach)
   if apply_ops:
     return apply_ops, []
-  return [], _gradient_assigns(ancestors, _GradientReach())
+  return [], _gradient_assigns(ancestors, reach)
 
 
 def _differentiated(losses, owners: Dict[str, tf.Operation]) -> Set[str]:
@@ -390,22 +404,25 @@ def find_train_ops(graph) -> Tuple[tf.Operation, ...]:
     return tuple(op for op in listed if op not in run_by_others)
   if listed:
     return tuple(listed)
+  reach = _GradientReach()
   apply_ops = {op for op in graph.get_operations()
                if _OPTIMIZER_APPLY.match(op.type)}
+  apply_ops |= set(_gradient_scatters(graph.get_operations(), reach))
   if not apply_ops:
     # An optimizer written by hand: its updates are assigns computed from
     # gradients (BERT's AdamWeightDecayOptimizer, Keras 2's get_updates).
-    apply_ops = set(_gradient_assigns(graph.get_operations(),
-                                      _GradientReach()))
+    apply_ops = set(_gradient_assigns(graph.get_operations(), reach))
   if not apply_ops:
     return ()
   runs_apply = _graph.descendant_ops(apply_ops, graph)
   waited_for = {parent for op in runs_apply
                 for parent in [t.op for t in op.inputs] + op.control_inputs}
   # A read of a variable after its update (what tf.compat.v1.assign returns
-  # for a resource variable) runs nothing: it is not a train op.
-  sinks = {op for op in runs_apply - apply_ops - waited_for
-           if op.type != "ReadVariableOp"}
+  # for a resource variable) is no train op beside the group that runs the
+  # updates; where nothing else is left (a Keras optimizer's train op is
+  # the read of its incremented iterations), it is the train op.
+  sinks = runs_apply - apply_ops - waited_for
+  sinks = {op for op in sinks if op.type != "ReadVariableOp"} or sinks
   return tuple(sorted(sinks, key=lambda o: o.name))
 
 

@@ -25,11 +25,12 @@ ratio is not. So a penalty counts when its term, or a penalty inside it:
 
 * is in a collection (``losses``, a collection of one's own), or
 * is added to something that is not a constant (a data loss), or
-* is scaled by a coefficient and then used for more than a summary or a
-  print (or not used at all: ``reg = wd * ...`` that nothing adds).
+* is scaled by a coefficient and used by nothing at all (``reg = wd * ...``
+  that the script forgot to add).
 
 ``0.5 * tf.reduce_sum(tf.square(w))`` written for a weight summary (as
-tf_slim's nets examples do) is therefore no term.
+tf_slim's nets examples do), or ``tf.global_norm(params)`` (whose sum of
+``L2Loss`` is doubled before its square root) is therefore no term.
 
 A core already inside a known term (a ``REGULARIZATION_LOSSES`` entry, a
 Keras term) is not found again, nor one inside another copy of a known
@@ -65,8 +66,6 @@ _REDUCTIONS = frozenset({"Sum", "Mean"})
 # by a scalar too. Nothing joins a gradient op to the forward pass but its
 # name scope (see ``rule._trace``).
 _GRADIENTS = re.compile(r"(^|/)gradients(_\d+)?/")
-# Ops that only show a value: summaries (v1 and v2) and prints.
-_REPORTING = re.compile(r"Summary|^Print|^Assert$")
 # Ops that add their inputs: adding a penalty to anything that is not a
 # constant makes it a term of that sum.
 _ADDERS = frozenset({"Add", "AddV2", "AddN", "Sub"})
@@ -212,11 +211,9 @@ def _added_to_a_loss(growth: _Growth, tensor) -> bool:
   return False
 
 
-def _only_reported(tensor) -> bool:
-  """Whether ``tensor`` is used, and only by summaries or prints."""
-  consumers = [c for c in tensor.consumers() if not _GRADIENTS.search(c.name)]
-  return bool(consumers) and all(_REPORTING.search(c.type)
-                                 for c in consumers)
+def _used(tensor) -> bool:
+  """Whether any op outside the backward pass reads ``tensor``."""
+  return any(not _GRADIENTS.search(c.name) for c in tensor.consumers())
 
 
 def _closure(growth: _Growth, tensor_key) -> Set[_graph.TensorKey]:
@@ -305,7 +302,7 @@ def penalty_terms(graph, known: Sequence = (),
   for end in _ends(growth):
     closure = _closure(growth, _graph.key(end))
     if (closure & collected or _added_to_a_loss(growth, end) or
-        (closure & growth.scaled and not _only_reported(end))):
+        (closure & growth.scaled and not _used(end))):
       registered.append(end)  # Else a norm for a summary, a metric, ...
   terms = []
   seen = set()
