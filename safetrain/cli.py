@@ -166,6 +166,14 @@ def _audit_path(path: str, as_json: bool) -> int:
     sys.stdout.write(json.dumps(result.to_dict(), indent=2) + "\n")
   else:
     sys.stdout.write(result.to_text() + "\n")
+  if result.exit_code == EXIT_USAGE:
+    # Readable, but not checkable yet: which train op, and what blocked it.
+    first = result.unchecked[0]
+    more = (f" ({len(result.unchecked)} train ops unchecked)"
+            if len(result.unchecked) > 1 else "")
+    sys.stderr.write(" ".join(
+        f"[safetrain] audit: cannot check {result.path}: train op "
+        f"'{first.name}': {first.problem}{more}".split()) + "\n")
   return result.exit_code
 
 

@@ -18,6 +18,8 @@ import pytest
 import tensorflow as tf
 
 import audit_testdata
+import helpers
+import legacy_graphs
 import safetrain
 import safetrain.slim  # pylint: disable=unused-import
 from safetrain.audit import _audit
@@ -158,6 +160,21 @@ class AuditCommandTest(parameterized.TestCase):
       self.assertEqual(json.loads(out)["exit_code"], 2)
     else:
       self.assertEqual(out, "")
+
+  def test_a_graph_it_cannot_check_yet_says_why_in_one_line(self):
+    # Readable, but an op no TensorFlow knows lies on a term's path: the
+    # table on stdout, exit 2, and one line on stderr naming the op.
+    meta = legacy_graphs.export(legacy_graphs.slim_train_op)
+    meta, op = legacy_graphs.unknown_op(
+        meta, "conv1/kernel/Regularizer/l2_regularizer", "MadeUpKernel")
+    path = legacy_graphs.write(meta, helpers.make_tempdir(self))
+    status, out, err = _call(["safetrain", "audit", path])
+    self.assertEqual(status, 2)
+    self.assertIn("NOT CHECKED", out)
+    self.assertEqual(err.count("\n"), 1, err)
+    self.assertRegex(err, rf"^\[safetrain\] audit: cannot check {path}: "
+                     r"train op '.*': safetrain cannot check it yet: .*"
+                     rf"'{op}' has type MadeUpKernel")
 
   @parameterized.named_parameters(
       ("no_command", [], r"must be a command, one of audit, run; got none"),
