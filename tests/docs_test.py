@@ -21,12 +21,8 @@ from absl.testing import absltest
 from absl.testing import parameterized
 import pytest
 
-# markdown-it-py comes with rich (TensorFlow's dependency) from TF 2.16 on;
-# the TF 2.15 lanes do not install it.
-pytest.importorskip("markdown_it")
-
-import docs_blocks  # pylint: disable=g-import-not-at-top,g-bad-import-order
-import docs_runner  # pylint: disable=g-import-not-at-top,g-bad-import-order
+import docs_blocks
+import docs_runner
 
 _ROOT = docs_blocks.ROOT
 _PAGES = docs_blocks.pages()
