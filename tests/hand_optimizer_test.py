@@ -69,6 +69,16 @@ def _build(optimizer, weight_decay, included):
   return optimizer(loss)
 
 
+def _placeholder_scale_l2(optimizer):
+  """An L2 term whose scale is fed (a placeholder with a default)."""
+  loss = helpers.cross_entropy(weight_decay=0.0)
+  scale = tf.compat.v1.placeholder_with_default(1e-3, [], name="wd")
+  kernels = [v for v in tf.compat.v1.trainable_variables()
+             if "weights" in v.op.name]
+  loss += scale * tf.add_n([tf.nn.l2_loss(v) for v in kernels])
+  return optimizer(loss)
+
+
 def _no_decay_term(optimizer):
   return lambda: _build(optimizer, 0.0, True)
 
@@ -83,6 +93,9 @@ SCENARIOS = (
     ("decay_then_sgd_alone", _no_decay_term(_decay_then_sgd), ()),
     ("decay_then_sgd_over_l2", lambda: _build(_decay_then_sgd, 0.01, True),
      (V.DOUBLED,)),
+    # The term's scale is no constant: still an L2 term of each kernel.
+    ("adamw_over_placeholder_scaled_l2",
+     lambda: _placeholder_scale_l2(_adam_weight_decay), (V.DOUBLED,)),
 )
 
 
@@ -132,6 +145,15 @@ class HandOptimizerTest(parameterized.TestCase):
     self.assertAlmostEqual(kernel.rate, 0.01)
     self.assertTrue(rows["conv1/weights"].decayed)
     self.assertEqual(rows["conv1/biases"].mechanisms, ())
+
+  def test_an_l2_term_with_a_fed_scale_is_l2_decay(self):
+    with tf.Graph().as_default():
+      train_op = _placeholder_scale_l2(_assign_sgd)
+      rows = {r.variable: r for r in safetrain.ledger(train_op).rows}
+    (term,) = rows["conv1/weights"].mechanisms
+    self.assertEqual((term.kind, term.l2), ("L2", None))
+    self.assertTrue(rows["conv1/weights"].decayed)
+    self.assertIsNone(rows["conv1/weights"].decay)  # lr*2c: c is not shown.
 
   def test_doubled_names_both_mechanisms(self):
     with tf.Graph().as_default():

@@ -161,9 +161,7 @@ def _classify(variable_op, rank: Optional[int]) -> Tuple[str, str]:
 
 
 def _mechanism(term, variable_op) -> _rows.Mechanism:
-  l2, l1 = _forms.factors(term.tensor, variable_op)
-  kind = ("L1L2" if l2 is not None and l1 is not None else
-          "L2" if l2 is not None else "L1" if l1 is not None else "other")
+  kind, l2, l1 = _forms.form(term.tensor, variable_op)
   return _rows.Mechanism(kind=kind, source=term.name, status=term.status.value,
                    l2=l2, l1=l1, coefficient=term.coefficient)
 

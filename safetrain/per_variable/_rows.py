@@ -81,7 +81,9 @@ class Mechanism:
       parts.append(f"{self.l2:g}*sum(w^2)")
     if self.l1 is not None:
       parts.append(f"{self.l1:g}*sum|w|")
-    form = " + ".join(parts) or "other term"
+    form = " + ".join(parts) or (
+        f"{self.kind} term (coefficient not a constant)"
+        if self.kind != "other" else "other term")
     times = ("" if self.coefficient is None or self.coefficient == 1.0 else
              f" x{self.coefficient:g}")
     state = "" if self.status == "included" else f" ({self.status})"

@@ -235,7 +235,7 @@ def with_decoupled(report: _report.RegularizationReport,
     name = variable_op.name
     terms = [t.name for t in report.terms
              if t.status is Status.INCLUDED and name in t.variables and
-             _forms.factors(t.tensor, variable_op)[0] is not None]
+             _forms.form(t.tensor, variable_op)[0] in ("L2", "L1L2")]
     if name in trained and terms:
       found.append(_report.Finding(
           _report.FindingKind.DECAYED_TWICE, (name,),
