@@ -445,7 +445,8 @@ class BadInputTest(absltest.TestCase):
       _model()
     error = self.assert_bad(
         _export(self.directory, "inference", build),
-        r"has no train op: .* It holds \d+ ops, 4 variables \(4 trainable\), "
+        r"has no train op: .* no variable update computed from gradients .* "
+        r"It holds \d+ ops, 4 variables \(4 trainable\), "
         r"2 regularization losses, losses \[\], collections \[.*\]")
     self.assertIsInstance(error, _audit.NoTrainOpError)
     self.assertEqual(error.found["variables"], 4)

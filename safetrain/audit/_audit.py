@@ -662,12 +662,14 @@ def audit_meta_graph(path: str, *, per_variable: bool = False
   if not train_ops:
     found = _found(graph)
     raise NoTrainOpError(
-        f"audit: {meta_path} has no train op: no train_op collection and no "
-        f"optimizer apply op. It holds {found['ops']} ops, "
+        f"audit: {meta_path} has no train op: no train_op collection, no "
+        "optimizer apply op and no variable update computed from gradients "
+        f"(safetrain checks gradient training). It holds {found['ops']} ops, "
         f"{found['variables']} variables ({found['trainable_variables']} "
         f"trainable), {found['regularization_losses']} regularization losses,"
         f" losses [{_listing(found['losses'])}], collections "
-        f"[{_listing(found['collections'])}]. Is it an inference graph?",
+        f"[{_listing(found['collections'])}]. Is it an inference graph, or "
+        "one trained without gradients (closed form, trees)?",
         meta_path, found)
   memo = _graph.Memo()  # Shared by the train ops of this one graph.
   return AuditResult(
