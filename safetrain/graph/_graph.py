@@ -428,6 +428,7 @@ class Memo:
     # terms, which every train op of a saved graph shares), by question.
     self.graph_answers: Dict[Any, Any] = {}
     self.copies: Dict[TensorKey, List[TensorKey]] = {}
+    self.same: Dict[Tuple[TensorKey, TensorKey], bool] = {}
 
   def op_attrs(self, op) -> Tuple:
     """``op``'s public attributes, serialized, for comparing computations."""
@@ -479,7 +480,15 @@ def same_computation(a, b, memo: Optional[Memo] = None) -> bool:
   found = memo.depth_and_leaves.get(b_key)
   if found is None:
     found = memo.depth_and_leaves[b_key] = depth_and_leaves(b)
-  return _same_computation(a, b, found[0], memo)
+  return _same_memoized(a, b, found[0], memo)
+
+
+def _same_memoized(a, b, depth: int, memo: Memo) -> bool:
+  pair = (key(a), key(b))
+  answer = memo.same.get(pair)
+  if answer is None:
+    answer = memo.same[pair] = _same_computation(a, b, depth, memo)
+  return answer
 
 
 def lazy_copies(lazy_tensor, walk: Walk,
@@ -515,6 +524,7 @@ def copies(master, memo: Optional[Memo] = None,
   memo = memo if memo is not None else Memo()
   if master_key in memo.copies:  # The graph only grows while a memo lives.
     return [k for k in memo.copies[master_key] if within is None or within(k)]
+  # Only a full answer is kept; ``within`` saves the comparisons it rules out.
   found_depth = memo.depth_and_leaves.get(master_key)
   if found_depth is None:
     found_depth = memo.depth_and_leaves[master_key] = depth_and_leaves(master)
@@ -533,12 +543,14 @@ def copies(master, memo: Optional[Memo] = None,
     for op in following:
       candidate_key = (op, master.value_index)
       if (op.type == master.op.type and candidate_key != master_key and
-          _same_computation(op.outputs[master.value_index], master, depth,
-                            memo)):
+          (within is None or within(candidate_key)) and
+          _same_memoized(op.outputs[master.value_index], master, depth,
+                         memo)):
         found.append(candidate_key)
     frontier = following
-  memo.copies[master_key] = found
-  return [k for k in found if within is None or within(k)]
+  if within is None:
+    memo.copies[master_key] = found
+  return found
 
 
 _MAX_DEPTH = 64
