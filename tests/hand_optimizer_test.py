@@ -69,6 +69,13 @@ def _build(optimizer, weight_decay, included):
   return optimizer(loss)
 
 
+def _proximal_adagrad(loss):
+  """Wide & deep's DNN optimizer: L2 in its own update (l2 input > 0)."""
+  return tf.compat.v1.train.ProximalAdagradOptimizer(
+      0.1, l1_regularization_strength=0.01,
+      l2_regularization_strength=0.01).minimize(loss)
+
+
 def _placeholder_scale_l2(optimizer):
   """An L2 term whose scale is fed (a placeholder with a default)."""
   loss = helpers.cross_entropy(weight_decay=0.0)
@@ -96,6 +103,9 @@ SCENARIOS = (
     # The term's scale is no constant: still an L2 term of each kernel.
     ("adamw_over_placeholder_scaled_l2",
      lambda: _placeholder_scale_l2(_adam_weight_decay), (V.DOUBLED,)),
+    ("proximal_l2_alone", _no_decay_term(_proximal_adagrad), ()),
+    ("proximal_l2_over_l2", lambda: _build(_proximal_adagrad, 0.01, True),
+     (V.DOUBLED,)),
 )
 
 
@@ -154,6 +164,16 @@ class HandOptimizerTest(parameterized.TestCase):
     self.assertEqual((term.kind, term.l2), ("L2", None))
     self.assertTrue(rows["conv1/weights"].decayed)
     self.assertIsNone(rows["conv1/weights"].decay)  # lr*2c: c is not shown.
+
+  def test_the_optimizers_own_l2_is_its_mechanism(self):
+    with tf.Graph().as_default():
+      train_op = _no_decay_term(_proximal_adagrad)()
+      ledger = safetrain.ledger(train_op)
+      rows = {r.variable: r for r in ledger.rows}
+    (own,) = rows["conv1/weights"].mechanisms
+    self.assertEqual((own.kind, own.status), ("decoupled", "applied"))
+    self.assertAlmostEqual(own.l2, 0.01)
+    self.assertIn("opt L2 0.01", ledger.to_text())
 
   def test_doubled_names_both_mechanisms(self):
     with tf.Graph().as_default():

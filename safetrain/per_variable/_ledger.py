@@ -258,7 +258,7 @@ def rows_of_graph(report: _report.RegularizationReport, variables: Sequence,
       decay = decoupled[variable.op]
       mechanisms += (_rows.Mechanism(
           kind="decoupled", source=decay.source, status="applied",
-          rate=decay.rate),)
+          rate=decay.rate, l2=decay.l2),)
     training = _rows.TRAINED if name in trained else _rows.FROZEN
     own = step or _step_of(apply_of.get(variable.op), constants)
     decay, note = _rows.decay_of(mechanisms, own, training)

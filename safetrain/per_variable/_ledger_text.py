@@ -35,7 +35,8 @@ def _mechanisms(row) -> str:
   parts = []
   for m in row.mechanisms:
     if m.kind == "decoupled":
-      parts.append(f"wd {m.rate:g}" if m.rate is not None else "decoupled")
+      parts.append(f"wd {m.rate:g}" if m.rate is not None else
+                   f"opt L2 {m.l2:g}" if m.l2 is not None else "decoupled")
       continue
     text = {"L2": f"L2 {m.l2:g}" if m.l2 is not None else "L2",
             "L1": f"L1 {m.l1:g}" if m.l1 is not None else "L1",

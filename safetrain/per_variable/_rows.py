@@ -50,8 +50,8 @@ class Mechanism:
     coefficient: how often the optimized loss counts the term (the
       report's); None when not read.
     rate: the decoupled decay rate ``wd`` (``w -= lr * wd * w``); None when
-      the update subtracts ``c * w`` itself, not scaled by the learning rate
-      (``source`` says so).
+      the optimizer decays otherwise (``w -= c * w``, Ftrl's own ``l2``;
+      ``source`` says how).
   """
 
   kind: str
@@ -198,7 +198,7 @@ def decay_of(mechanisms: Sequence[Mechanism], step: Step,
   if any(m.kind in ("L1", "L1L2") for m in acting):
     return None, "L1 moves w toward 0 by lr*c each step, not a factor"
   if any(m.kind == "decoupled" and m.rate is None for m in acting):
-    return None, "the update subtracts c*w itself, not scaled by lr"
+    return None, "the optimizer decays w in its own way, not by lr*wd"
   lr = step.learning_rate
   decoupled_only = all(m.kind == "decoupled" for m in acting)
   if lr is None or (step.note and not decoupled_only):

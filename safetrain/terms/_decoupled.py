@@ -15,7 +15,11 @@ computes:
   ``wd``);
 * an ``AssignSub`` of the variable by a scalar constant times its own
   value: ``w -= c * w`` each step, whatever the learning rate
-  (``per_step`` is ``c``).
+  (``per_step`` is ``c``);
+* an apply op with an ``l2`` input above 0 (``Ftrl``, ``ProximalAdagrad``,
+  ``ProximalGradientDescent``, sparse and resource ones too): the
+  optimizer's own L2 regularization. Its ``l1`` moves weights to zero by a
+  step, not a factor, and is no decay here.
 
 Only the graph is read.
 """
@@ -36,6 +40,7 @@ _ASSIGN_SUBS = frozenset({"AssignSub", "AssignSubVariableOp"})
 _READS = _graph.READ_OPS | {"Cast"}
 _ADDS = frozenset({"Add", "AddV2", "AddN"})
 _GRADIENTS = re.compile(r"(^|/)gradients(_\d+)?/")
+_APPLY = re.compile(r"^(Resource)?(Sparse)?Apply\w+$")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,16 +52,21 @@ class Decoupled:
     per_step: ``c`` of ``w -= c * w`` (not scaled by the learning rate), or
       None.
     source: the op that applies it.
+    l2: the ``l2`` strength of an optimizer that regularizes in its own
+      update (Ftrl, ProximalAdagrad), or None.
   """
 
   rate: Optional[float]
   per_step: Optional[float]
   source: str
+  l2: Optional[float] = None
 
   def describe(self) -> str:
     if self.rate is not None:
       return f"decoupled wd={self.rate:g} in {self.source}"
-    return f"decoupled w-={self.per_step:g}*w in {self.source}"
+    if self.per_step is not None:
+      return f"decoupled w-={self.per_step:g}*w in {self.source}"
+    return f"the optimizer's own L2 ({self.source})"
 
 
 def _own_value_times_constant(op, variable_op) -> Optional[float]:
@@ -112,4 +122,24 @@ def decoupled_decay(train_op, variable_ops: Sequence[tf.Operation]
           rate = _in_update(consumer, variable_op)
           if rate is not None:
             found[variable_op] = Decoupled(rate, None, consumer.name)
+        else:
+          l2 = _optimizer_l2(consumer)
+          if l2:
+            found[variable_op] = Decoupled(
+                None, None, f"{consumer.type} l2={l2:g}", l2=l2)
   return found
+
+
+def _optimizer_l2(op) -> Optional[float]:
+  """The constant ``l2`` input of an apply op that has one (Ftrl, the
+  proximal optimizers: their own L2 regularization, applied in the
+  update), or None."""
+  if not _APPLY.match(op.type):
+    return None
+  try:
+    names = [arg.name for arg in op.op_def.input_arg]
+  except (AttributeError, ValueError):
+    return None
+  if "l2" not in names:
+    return None
+  return _coefficient.scalar_constant(op.inputs[names.index("l2")])
