@@ -211,6 +211,37 @@ class PenaltyTermsTest(parameterized.TestCase):
     self.assertEqual(
         [t.status.value for t in second.reports[0].terms], ["included"] * 4)
 
+  def test_towers_each_with_its_own_terms_count_each_once(self):
+    # TensorFlow's multi-GPU CIFAR-10 tutorial: each tower builds the model
+    # on shared variables, its own wd * l2_loss(w) in 'losses' under its
+    # scope, its loss from those alone, and the towers' gradients are
+    # averaged. Tower 1's term computes what tower 0's does; it is a term
+    # of its own, not a second copy of tower 0's.
+    with tf.Graph().as_default():
+      optimizer = tf.compat.v1.train.GradientDescentOptimizer(0.1)
+      tower_grads = []
+      for i in range(2):
+        with tf.compat.v1.variable_scope("", reuse=i > 0):
+          with tf.name_scope(f"tower_{i}") as scope:
+            (w1, _, w2, _), data = _model()
+            for w in (w1, w2):
+              tf.compat.v1.add_to_collection(
+                  "losses", tf.multiply(tf.nn.l2_loss(w), 0.004,
+                                        name="weight_loss"))
+            tf.compat.v1.add_to_collection("losses", data)
+            loss = tf.add_n(tf.compat.v1.get_collection("losses", scope))
+            tower_grads.append(optimizer.compute_gradients(loss))
+      averaged = [(tf.reduce_mean(tf.stack([g for g, _ in pairs]), 0),
+                   pairs[0][1]) for pairs in zip(*tower_grads)]
+      with safetrain.guard_optimizers():
+        optimizer.apply_gradients(averaged)  # The live guard: no verdict.
+      path = helpers.make_tempdir(self) + "/model.meta"
+      tf.compat.v1.train.export_meta_graph(filename=path)
+    result = safetrain.audit_meta_graph(path)
+    self.assertEqual(result.verdicts, ())
+    (report,) = result.train_ops[0].reports
+    self.assertEqual([t.coefficient for t in report.terms], [1.0] * 4)
+
   def test_a_norm_that_is_no_term_is_not_found(self):
     with tf.Graph().as_default() as graph:
       _summaries_and_constraints()

@@ -161,6 +161,13 @@ def analyze(losses, variables_to_train: Sequence, *,
   terms: List[_report.RegularizationTerm] = []
   # Term index -> {loss index: keys of the term's copies in that loss}.
   copies_of: Dict[int, Dict[int, Tuple]] = {}
+  # A term of its own is no copy of another term that computes the same
+  # (each tower of TensorFlow's multi-GPU CIFAR-10 tutorial builds its own
+  # wd * l2_loss(w) of the shared variables, and includes it in its own
+  # loss) unless the term itself is in no loss (a Keras 3 term built by one
+  # read of model.losses for a summary, the same term built by another read
+  # for the loss): then the identical term in a loss stands for it.
+  own = frozenset(_graph.key(_master(t)) for t in regularization)
   for tensor in regularization:
     variables = _regularized_variables(tensor, graph, all_owners, memo)
     required = any(v.op in trained_owners for v in variables)
@@ -169,7 +176,10 @@ def analyze(losses, variables_to_train: Sequence, *,
       status = Status.UNREACHABLE
     else:
       found = {i: keys for i, walk in enumerate(walks)
-               if (keys := _keys_in_walk(tensor, walk, memo))}
+               if (keys := _keys_in_walk(tensor, walk, memo, own))}
+      if not found and _graph.is_lazy_tensor(tensor):
+        found = {i: keys for i, walk in enumerate(walks)
+                 if (keys := _keys_in_walk(tensor, walk, memo))}
       if found:
         status = Status.INCLUDED
         copies_of[len(terms)] = found
@@ -177,7 +187,8 @@ def analyze(losses, variables_to_train: Sequence, *,
         if data_walks is None:
           data_walks = [_graph.Walk([loss], differentiable=False)
                         for loss in losses]
-        if any(_keys_in_walk(tensor, walk, memo) for walk in data_walks):
+        if any(_keys_in_walk(tensor, walk, memo, own)
+               for walk in data_walks):
           status = Status.BLOCKED
         else:
           status = Status.MISSING if required else Status.FROZEN
@@ -275,10 +286,22 @@ def _misscaled_data(losses, walks, replicas: int):
         yield (tensor.name, value)
 
 
-def _keys_in_walk(tensor, walk, memo) -> Tuple:
-  """Keys of ``tensor`` (or, for a lazy tensor, of its copies) in ``walk``."""
+def _master(tensor):
+  master = getattr(tensor, "_master_tensor", None)
+  return tensor if master is None else master
+
+
+def _keys_in_walk(tensor, walk, memo, terms: frozenset = frozenset()
+                  ) -> Tuple:
+  """Keys of ``tensor`` (or, for a lazy tensor, of its copies) in ``walk``.
+
+  A copy that is itself one of ``terms`` (keys of the terms' masters) is
+  that term, not a copy of this one.
+  """
   if _graph.is_lazy_tensor(tensor):
-    return _graph.lazy_copies(tensor, walk, memo)
+    own = _graph.key(_master(tensor))
+    return tuple(k for k in _graph.lazy_copies(tensor, walk, memo)
+                 if k == own or k not in terms)
   tensor_key = _graph.key(tensor)
   return (tensor_key,) if tensor_key in walk.reached else ()
 
@@ -303,7 +326,8 @@ def routes(losses: Sequence, terms: Sequence) -> str:
   found: Dict[int, List] = {i: [] for i in range(len(terms))}
   for loss in losses:
     walk = _graph.Walk([loss], differentiable=True)
-    wanted = {i: _keys_in_walk(term.tensor, walk, None)
+    own = frozenset(_graph.key(_master(t.tensor)) for t in terms)
+    wanted = {i: _keys_in_walk(term.tensor, walk, None, own)
               for i, term in enumerate(terms)}
     for i, contributions in _coefficient.contributions(
         loss, wanted, walk).items():
