@@ -320,8 +320,8 @@ class OkLineTest(absltest.TestCase):
     # what was required.
     self.assertEqual(
         self._text(build),
-        "OK: its train op's loss includes each of the 1 terms that regularize "
-        "what it updates, once.")
+        "OK: its train op's loss includes the term that regularizes what it "
+        "updates, once.")
 
   def test_fed_gradients_and_no_terms_is_a_verdict(self):
     # A policy-gradient loop: the gradients are placeholders fed each step,

@@ -155,6 +155,17 @@ class HandOptimizerTest(parameterized.TestCase):
     self.assertAlmostEqual(kernel.rate, 0.01)
     self.assertTrue(rows["conv1/weights"].decayed)
     self.assertEqual(rows["conv1/biases"].mechanisms, ())
+    # BiasAdd reads it; the update's w - lr * u is no batch norm's offset.
+    self.assertEqual(rows["conv1/biases"].kind, "bias")
+
+  def test_terms_left_out_beside_decoupled_decay_are_no_ok(self):
+    # BERT-style decay in the update, L2 regularizers made and left out of
+    # the loss: the verdict is MISSING; the ledger's text must not say OK.
+    with tf.Graph().as_default():
+      train_op = _build(_adam_weight_decay, 0.01, False)
+      ledger = safetrain.ledger(train_op)
+    self.assertEqual(ledger.verdicts, (V.MISSING,))
+    self.assertNotIn("OK:", ledger.to_text())
 
   def test_an_l2_term_with_a_fed_scale_is_l2_decay(self):
     with tf.Graph().as_default():

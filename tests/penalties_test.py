@@ -242,6 +242,21 @@ class PenaltyTermsTest(parameterized.TestCase):
     (report,) = result.train_ops[0].reports
     self.assertEqual([t.coefficient for t in report.terms], [1.0] * 4)
 
+  def test_a_term_of_strength_zero_decays_nothing(self):
+    # The tutorial run with wd=0.0: the terms are there, included, and zero.
+    with tf.Graph().as_default():
+      (w1, _, _, _), data = _model()
+      tf.compat.v1.add_to_collection(
+          "losses", tf.multiply(tf.nn.l2_loss(w1), 0.0, name="weight_loss"))
+      tf.compat.v1.add_to_collection("losses", data)
+      loss = tf.add_n(tf.compat.v1.get_collection("losses"))
+      train_op = tf.compat.v1.train.GradientDescentOptimizer(0.1).minimize(
+          loss)
+      rows = {r.variable: r for r in safetrain.ledger(train_op).rows}
+    (term,) = rows["local3/weights"].mechanisms
+    self.assertEqual((term.kind, term.l2), ("L2", 0.0))
+    self.assertFalse(rows["local3/weights"].decayed)
+
   def test_a_norm_that_is_no_term_is_not_found(self):
     with tf.Graph().as_default() as graph:
       _summaries_and_constraints()

@@ -442,7 +442,8 @@ class AuditResult:
              f"{self.tensorflow_version or 'unknown'})"]
     for audit in self.train_ops:
       lines.append(f"train op '{audit.name}' ({audit.op_type}): updates "
-                   f"{len(audit.variables)} variables")
+                   f"{len(audit.variables)} variable"
+                   f"{'s' if len(audit.variables) != 1 else ''}")
       if audit.problem is not None:
         lines.append(f"  NOT CHECKED: {audit.problem}")
       if audit.note is not None:
@@ -479,9 +480,16 @@ class AuditResult:
     if not required:
       which = ("its train op does not update" if count == 1 else
                f"none of its {count} train ops updates")
-      return (f"OK: the graph's {len({t.name for t in terms})} regularization "
-              f"terms regularize only variables {which}.")
+      count_terms = len({t.name for t in terms})
+      if count_terms == 1:
+        return ("OK: the graph's regularization term regularizes only "
+                f"variables {which}.")
+      return (f"OK: the graph's {count_terms} regularization terms "
+              f"regularize only variables {which}.")
     if count == 1:
+      if len(required) == 1:
+        return ("OK: its train op's loss includes the term that regularizes "
+                "what it updates, once.")
       return (f"OK: its train op's loss includes each of the {len(required)} "
               "terms that regularize what it updates, once.")
     return (f"OK: each of its {count} train ops' losses includes each term "

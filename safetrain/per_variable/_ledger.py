@@ -145,13 +145,17 @@ def _classify(variable_op, rank: Optional[int]) -> Tuple[str, str]:
   for op, index in uses:
     if op.type in _FUSED_NORMS and index in (1, 2):
       return (_rows.SCALE if index == 1 else _rows.OFFSET), op.type
+  # BiasAdd decides before the shapes of tf.nn.batch_normalization, whose
+  # Sub an optimizer written with assigns (w - lr * update) also has.
+  for op, index in uses:
+    if op.type == "BiasAdd" and index == 1:
+      return _rows.BIAS, op.type
+  for op, index in uses:
     if rank == 1 and op.type == "Mul" and _is_rsqrt_product(op, index):
       return _rows.SCALE, "Mul by Rsqrt (batch_normalization)"
     if rank == 1 and op.type == "Sub" and index == 0:
       return _rows.OFFSET, "Sub (batch_normalization)"
   for op, index in uses:
-    if op.type == "BiasAdd" and index == 1:
-      return _rows.BIAS, op.type
     if op.type in ("Add", "AddV2") and rank == 1:
       other = op.inputs[1 - index]
       if other.shape.ndims is not None and other.shape.ndims > 1:
@@ -257,7 +261,7 @@ def rows_of_graph(report: _report.RegularizationReport, variables: Sequence,
     if variable.op in decoupled:
       decay = decoupled[variable.op]
       mechanisms += (_rows.Mechanism(
-          kind="decoupled", source=decay.source, status="applied",
+          kind="decoupled", source=decay.describe(), status="applied",
           rate=decay.rate, l2=decay.l2),)
     training = _rows.TRAINED if name in trained else _rows.FROZEN
     own = step or _step_of(apply_of.get(variable.op), constants)

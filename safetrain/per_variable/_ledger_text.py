@@ -116,5 +116,7 @@ def render(ledger, width: int = 100) -> str:
         f"{label} ({finding.kind.value}): {finding.detail}", width,
         subsequent_indent="    "))
   if not ledger.findings:
-    lines.append("OK: no finding.")
+    # The ledger's own findings; a verdict of the loss (terms left out) is
+    # the report's, printed after the ledger by whoever shows it.
+    lines.append("no finding." if ledger.verdicts else "OK: no finding.")
   return "\n".join(lines)

@@ -146,9 +146,10 @@ def apply(report: _report.RegularizationReport, on_missing: str, caller: str,
       shown = ", ".join(repr(t.name) for t in addable[:3])
       more = len(addable) - 3
       logging.warning(
-          "[safetrain] %s: added %d regularization losses that the loss %r "
+          "[safetrain] %s: added %d regularization loss%s that the loss %r "
           "left out (on_missing=\"add\"): %s%s", caller, len(addable),
-          report.loss_name, shown, f" and {more} more" if more > 0 else "")
+          "" if len(addable) == 1 else "es", report.loss_name, shown,
+          f" and {more} more" if more > 0 else "")
       return addable
   if on_missing == "warn":
     text = message(report, found, caller,

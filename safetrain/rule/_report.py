@@ -189,6 +189,13 @@ OPT_OUT = OptOut('pass on_missing="{mode}"')
 _TOLERANCE = 1e-6
 
 
+def _count(n: int, noun: str) -> str:
+  """'1 regularization loss', '2 regularization losses'."""
+  if n == 1:
+    return f"1 {noun}"
+  return f"{n} {noun}es" if noun.endswith("s") else f"{n} {noun}s"
+
+
 def close(value: float, expected: float) -> bool:
   """Whether two coefficients are equal within float32 arithmetic."""
   return abs(value - expected) <= _TOLERANCE * max(1.0, abs(expected))
@@ -310,7 +317,7 @@ class RegularizationReport:
     head = (f"loss {self.loss_description}" if len(losses) == 1 else
             f"{len(losses)} losses of one update "
             f"({', '.join(repr(n) for n in losses)})")
-    lines = [f"{head}: {len(self.terms)} regularization losses, "
+    lines = [f"{head}: {_count(len(self.terms), 'regularization loss')}, "
              f"{len(self.missing)} required but left out"]
     if not self.terms:
       lines.append("  (the graph has no regularization losses)")
@@ -528,9 +535,12 @@ _FINDING_WHAT = {
 }
 _FINDING_FIX = {
     FindingKind.DECAYED_TWICE: (
-        "Fix: decay each variable once: drop the regularizer, or exclude the "
-        "variable from the optimizer's decay:\n"
-        "    optimizer.exclude_from_weight_decay(var_list=[...])"),
+        "Fix: decay each variable once: drop the regularizer (or its term "
+        "from the loss), or keep the variable out of the optimizer's own "
+        "decay (a Keras optimizer: "
+        "optimizer.exclude_from_weight_decay(var_list=[...]); BERT's "
+        "AdamWeightDecayOptimizer: its exclude_from_weight_decay list of "
+        "name patterns; Ftrl: l2_regularization_strength=0)."),
     FindingKind.UNMATCHED: (
         "Fix: match the names the variables have (see the ledger's variable "
         "column), or pass the variables themselves (var_list=...)."),
