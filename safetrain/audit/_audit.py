@@ -572,10 +572,12 @@ def _audit_train_op(op, graph, memo: _graph.Memo,
               "its loss is not in the graph (the gradients it applies are "
               "not computed there), and no regularization term regularizes "
               "the variables it updates: nothing to include."))
+    count = len(regularizing)
     problem = ("could not find the loss it minimizes (no create_train_op "
                "result and no gradients seed among its inputs), and "
-               f"{len(regularizing)} regularization terms regularize the "
-               "variables it updates.")
+               + ("a regularization term regularizes" if count == 1 else
+                  f"{count} regularization terms regularize")
+               + " the variables it updates.")
   reports = () if problem else (
       _analyze_imported(trace.losses, variables, memo, op),)
   if reports and repairs is not None:
