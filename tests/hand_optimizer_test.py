@@ -109,13 +109,6 @@ SCENARIOS = (
 )
 
 
-def _verdicts(function):
-  try:
-    function()
-  except safetrain.RegularizationError as e:
-    return tuple(e.verdicts)
-  return ()
-
 
 class HandOptimizerTest(parameterized.TestCase):
 
@@ -125,7 +118,7 @@ class HandOptimizerTest(parameterized.TestCase):
       train_op = build()
       found = {
           "ledger": safetrain.ledger(train_op).verdicts,
-          "slim.learning.train": _verdicts(
+          "slim.learning.train": helpers.raised_verdicts(
               lambda: _train.check_train_op(train_op, "raise", "train")),
       }
       path = helpers.make_tempdir(self) + "/model.ckpt-1.meta"

@@ -61,6 +61,16 @@ def assert_error(testcase, error_type: Type[BaseException], pattern: str,
   return context.exception
 
 
+def raised_verdicts(function) -> tuple:
+  """The verdicts a call raises (every RegularizationError says them)."""
+  import safetrain  # pylint: disable=g-import-not-at-top
+  try:
+    function()
+  except safetrain.RegularizationError as e:
+    return tuple(e.verdicts)
+  return ()
+
+
 def session_config() -> tf.compat.v1.ConfigProto:
   """Single-threaded, so repeated runs give bit-identical results."""
   return tf.compat.v1.ConfigProto(intra_op_parallelism_threads=1,

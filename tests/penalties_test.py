@@ -117,13 +117,6 @@ def _named():
   return tuple((n,) + s for n, s in zip(names, SCENARIOS, strict=True))
 
 
-def _verdicts(function):
-  try:
-    function()
-  except safetrain.RegularizationError as e:
-    return tuple(e.verdicts)
-  return ()
-
 
 class PenaltyTermsTest(parameterized.TestCase):
 
@@ -133,8 +126,10 @@ class PenaltyTermsTest(parameterized.TestCase):
       loss = build()
       report = safetrain.check_regularization(loss, expected_coefficient=1.0)
       self.assertLen(report.terms, terms)
-      self.assertEqual(_verdicts(lambda: safetrain.create_train_op_safe(
-          loss, tf.compat.v1.train.GradientDescentOptimizer(0.1))), expected)
+      self.assertEqual(
+          helpers.raised_verdicts(lambda: safetrain.create_train_op_safe(
+              loss, tf.compat.v1.train.GradientDescentOptimizer(0.1))),
+          expected)
       tf.compat.v1.train.GradientDescentOptimizer(0.1).minimize(loss)
       path = helpers.make_tempdir(self) + "/model.meta"
       tf.compat.v1.train.export_meta_graph(filename=path)

@@ -112,14 +112,6 @@ def _sgd():
   return tf.compat.v1.train.GradientDescentOptimizer(0.1)
 
 
-def _verdicts_of(function):
-  """The verdicts a call raises (every RegularizationError says them)."""
-  try:
-    function()
-  except safetrain.RegularizationError as e:
-    return tuple(e.verdicts)
-  return ()
-
 
 class VerdictEqualityTest(parameterized.TestCase):
 
@@ -134,10 +126,10 @@ class VerdictEqualityTest(parameterized.TestCase):
     with tf.Graph().as_default():
       loss, variables = build()
       # The API and the drop-in check before they build anything.
-      found["create_train_op_safe"] = _verdicts_of(
+      found["create_train_op_safe"] = helpers.raised_verdicts(
           lambda: safetrain.create_train_op_safe(
               loss, _sgd(), variables_to_train=variables))
-      found["safetrain.slim"] = _verdicts_of(
+      found["safetrain.slim"] = helpers.raised_verdicts(
           lambda: slim.learning.create_train_op(
               loss, _sgd(), variables_to_train=variables))
       if build.__name__ in _NO_TRAIN_OP:
@@ -156,18 +148,18 @@ class VerdictEqualityTest(parameterized.TestCase):
       except safetrain.AuditInputError:
         found["audit"] = found["audit --per-variable"] = _UNIMPORTABLE
       found["ledger"] = safetrain.ledger(plain).verdicts
-      found["slim.learning.train"] = _verdicts_of(
+      found["slim.learning.train"] = helpers.raised_verdicts(
           lambda: _train.check_train_op(plain, "raise", "train"))
 
       def guarded():
         with safetrain.guard_optimizers():
           tf_slim.learning.create_train_op(loss, _sgd(),
                                            variables_to_train=variables)
-      found["guard"] = _verdicts_of(guarded)
+      found["guard"] = helpers.raised_verdicts(guarded)
 
       def wrapped():
         safetrain.SafeOptimizer(_sgd()).minimize(loss, var_list=variables)
-      found["SafeOptimizer"] = _verdicts_of(wrapped)
+      found["SafeOptimizer"] = helpers.raised_verdicts(wrapped)
       report = safetrain.check_regularization(loss, variables,
                                               expected_coefficient=1.0)
     return found, report

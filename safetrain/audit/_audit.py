@@ -525,7 +525,7 @@ def _cut_problem(reports, graph, repairs: _legacy.Repairs) -> Optional[str]:
   for stand_in in repairs.stand_ins:
     cut = {graph.get_operation_by_name(n) for n in stand_in.outputs}
     inputs = [graph.get_operation_by_name(n) for n in stand_in.inputs
-              if _has_op(graph, n)]
+              if _graph.has_op(graph, n)]
     below = set(_graph.ancestor_ops(inputs, control=False))
     reason = None
     if cut & above_terms:
@@ -538,14 +538,6 @@ def _cut_problem(reports, graph, repairs: _legacy.Repairs) -> Optional[str]:
               f"{_printable(stand_in.op_type)}, which TensorFlow "
               f"{tf.__version__} does not know.")
   return None
-
-
-def _has_op(graph, name: str) -> bool:
-  try:
-    graph.get_operation_by_name(name)
-  except (KeyError, ValueError):
-    return False
-  return True
 
 
 def _audit_train_op(op, graph, memo: _graph.Memo,

@@ -46,6 +46,7 @@ __all__ = (
     "VARIABLE_OPS",
     "ancestor_ops",
     "descendant_ops",
+    "has_op",
     "variable_op_of",
     "captured_outer_tensors",
     "carries_gradient",
@@ -338,6 +339,15 @@ VARIABLE_OPS: FrozenSet[str] = frozenset({"VarHandleOp", "VariableV2",
 READ_OPS: FrozenSet[str] = frozenset({
     "Identity", "ReadVariableOp", "Enter", "Switch", "RefIdentity",
     "RefEnter", "RefSwitch"})
+
+
+def has_op(graph, name: str) -> bool:
+  """Whether ``graph`` has an op named ``name``."""
+  try:
+    graph.get_operation_by_name(name)
+  except (KeyError, ValueError):
+    return False
+  return True
 
 
 def variable_op_of(tensor, through: FrozenSet[str] = READ_OPS

@@ -141,7 +141,7 @@ def _seed_consumers(graph, prefix: str) -> List[tf.Operation]:
   """
   consumers: List[tf.Operation] = []
   for name in ("grad_ys_0", "Fill"):
-    if not _has_op(graph, f"{prefix}/{name}"):
+    if not _graph.has_op(graph, f"{prefix}/{name}"):
       continue
     for consumer in graph.get_operation_by_name(
         f"{prefix}/{name}").outputs[0].consumers():
@@ -154,7 +154,7 @@ def _loss_from_seed(graph, prefix: str) -> Optional[tf.Tensor]:
   forward = []
   for consumer in _seed_consumers(graph, prefix):
     match = _GRAD_SCOPE.match(consumer.name)
-    if match and _has_op(graph, match.group("fwd")):
+    if match and _graph.has_op(graph, match.group("fwd")):
       op = graph.get_operation_by_name(match.group("fwd"))
       if op not in forward:
         forward.append(op)
@@ -210,14 +210,6 @@ def _joining_loss(forward: List[tf.Operation]) -> Optional[tf.Tensor]:
   lowest = [op for op in joins
             if not any(value.op in joins for value in op.inputs)]
   return _float_scalar(lowest[0]) if len(lowest) == 1 else None
-
-
-def _has_op(graph, name: str) -> bool:
-  try:
-    graph.get_operation_by_name(name)
-  except (KeyError, ValueError):
-    return False
-  return True
 
 
 def _seeded_output(op, prefix: str) -> Optional[tf.Tensor]:
