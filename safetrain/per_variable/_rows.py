@@ -68,12 +68,6 @@ class Mechanism:
     return self.status in ("included", "applied", "declared")
 
   @property
-  def is_zero(self) -> bool:
-    """Whether its strength is shown, and 0 (an L2 of scale 0, say)."""
-    values = [v for v in (self.l2, self.l1, self.rate) if v is not None]
-    return bool(values) and not any(values)
-
-  @property
   def shrinks(self) -> bool:
     """Whether it acts and decays ``w`` in proportion to ``w`` (L2-like)."""
     return self.acts and (self.kind in ("L2", "L1L2", "decoupled"))
@@ -97,6 +91,13 @@ class Mechanism:
 
   def to_dict(self) -> Dict[str, Any]:
     return dataclasses.asdict(self)
+
+
+def _is_zero(mechanism: Mechanism) -> bool:
+  """Whether its strength is shown, and 0 (an L2 of scale 0, say)."""
+  values = [v for v in (mechanism.l2, mechanism.l1, mechanism.rate)
+            if v is not None]
+  return bool(values) and not any(values)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -129,7 +130,7 @@ class Row:
   @property
   def decayed(self) -> bool:
     return self.training != FROZEN and any(
-        m.acts and m.kind != "other" and not m.is_zero
+        m.acts and m.kind != "other" and not _is_zero(m)
         for m in self.mechanisms)
 
   def to_dict(self) -> Dict[str, Any]:
