@@ -153,5 +153,58 @@ class FunctionCallTest(absltest.TestCase):
       self.assertIn(_graph.key(y), walk)
 
 
+class CopiesTest(absltest.TestCase):
+  """``copies``: the other tensors computing what a term does, the same way."""
+
+  def _names(self, master, memo=None):
+    return sorted(k[0].name for k in _graph.copies(master, memo))
+
+  def test_finds_rebuilt_terms_and_nothing_else(self):
+    with tf.Graph().as_default():
+      w = tf.compat.v1.get_variable("w", [3], use_resource=True)
+      x = tf.ones([3])
+
+      def term(scale, name):
+        return tf.multiply(scale, tf.nn.l2_loss(w), name=name)
+
+      master = term(1e-4, "master")
+      term(1e-4, "copy")  # What converting a lazy regularizer builds again.
+      term(5e-4, "stronger")  # Another constant: another term.
+      tf.multiply(1e-4, tf.nn.l2_loss(w * 2.0), name="of_a_product")
+      tf.multiply(1e-4, tf.reduce_sum(x * w), name="layer")  # Not a norm.
+      self.assertEqual(self._names(master), ["copy"])
+
+  def test_a_copy_that_shares_the_masters_read_is_found(self):
+    # Every op between the variable and a copy is of a type the master has,
+    # shared ops included: the search enters nothing else.
+    with tf.Graph().as_default():
+      w = tf.compat.v1.get_variable("w", [3], use_resource=False)
+      read = tf.cast(tf.identity(w), tf.float64)
+      master = tf.multiply(tf.constant(1e-4, tf.float64),
+                           tf.nn.l2_loss(read), name="master")
+      tf.multiply(tf.constant(1e-4, tf.float64), tf.nn.l2_loss(read),
+                  name="sharing")
+      tf.multiply(tf.constant(1e-4, tf.float64),
+                  tf.nn.l2_loss(tf.cast(tf.identity(w), tf.float64)),
+                  name="own_read")
+      truncating = tf.raw_ops.Cast(x=tf.identity(w), DstT=tf.float64,
+                                   Truncate=True)  # Differs in an attr only.
+      tf.multiply(tf.constant(1e-4, tf.float64), tf.nn.l2_loss(truncating),
+                  name="other_cast")
+      self.assertEqual(self._names(master), ["own_read", "sharing"])
+
+  def test_a_memo_keeps_the_whole_answer(self):
+    with tf.Graph().as_default():
+      w = tf.compat.v1.get_variable("w", [3], use_resource=True)
+      master = tf.multiply(1e-4, tf.nn.l2_loss(w), name="master")
+      copy = tf.multiply(1e-4, tf.nn.l2_loss(w), name="copy")
+      memo = _graph.Memo()
+      self.assertEqual(
+          _graph.copies(master, memo, within=lambda k: False), [])
+      # A narrower question first does not narrow the kept answer.
+      self.assertEqual(_graph.copies(master, memo),
+                       [_graph.key(copy)])
+
+
 if __name__ == "__main__":
   absltest.main()

@@ -528,17 +528,26 @@ def copies(master, memo: Optional[Memo] = None,
   Found by going forward from the variables (the leaves of ``master``'s
   computation) for as many steps as that computation is deep, and comparing
   what is found there with ``master``, op by op: the cost depends on
-  ``master``'s size, not on the graph's. ``within`` limits the candidates.
+  ``master``'s size, not on the graph's. ``within`` limits the answer.
   """
   master_key = key(master)
   memo = memo if memo is not None else Memo()
-  if master_key in memo.copies:  # The graph only grows while a memo lives.
-    return [k for k in memo.copies[master_key] if within is None or within(k)]
-  # Only a full answer is kept; ``within`` saves the comparisons it rules out.
+  if master_key not in memo.copies:  # The graph only grows while memo lives.
+    memo.copies[master_key] = _all_copies(master, master_key, memo)
+  return [k for k in memo.copies[master_key] if within is None or within(k)]
+
+
+def _all_copies(master, master_key: TensorKey, memo: Memo) -> List[TensorKey]:
+  # One search per master and memo, whatever each caller keeps: a term is
+  # asked about by the penalty search, then by every train op's walks.
   found_depth = memo.depth_and_leaves.get(master_key)
   if found_depth is None:
     found_depth = memo.depth_and_leaves[master_key] = depth_and_leaves(master)
   depth, leaves = found_depth
+  # Every op between a copy's leaves and its top is one of the copy's ops,
+  # so of a type found in the master: nothing else needs to be entered (a
+  # variable has many consumers: its reads, initializer, updates, layers).
+  types = {op.type for op in ancestor_ops([master.op], control=False)}
   found = []
   frontier = set(leaves)
   seen = set(frontier)
@@ -549,17 +558,15 @@ def copies(master, memo: Optional[Memo] = None,
         for consumer in output.consumers():
           if consumer not in seen:
             seen.add(consumer)
-            following.add(consumer)
+            if consumer.type in types:
+              following.add(consumer)
     for op in following:
       candidate_key = (op, master.value_index)
       if (op.type == master.op.type and candidate_key != master_key and
-          (within is None or within(candidate_key)) and
           _same_memoized(op.outputs[master.value_index], master, depth,
                          memo)):
         found.append(candidate_key)
     frontier = following
-  if within is None:
-    memo.copies[master_key] = found
   return found
 
 

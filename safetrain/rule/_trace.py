@@ -118,12 +118,16 @@ def _gradient_prefixes(apply_op) -> List[str]:
 
 
 def _prefixes_reached(starts) -> List[str]:
-  reached = _graph.ancestor_ops(
-      starts, control=False,
-      stop=lambda op: _gradient_prefix_of(op) is not None)
+  prefix_of: Dict[tf.Operation, Optional[str]] = {}
+
+  def is_gradient(op) -> bool:
+    prefix_of[op] = prefix = _gradient_prefix_of(op)
+    return prefix is not None
+
+  reached = _graph.ancestor_ops(starts, control=False, stop=is_gradient)
   prefixes: List[str] = []
   for op in reached:
-    prefix = _gradient_prefix_of(op)
+    prefix = prefix_of[op]
     if prefix is not None and prefix not in prefixes:
       prefixes.append(prefix)
   return prefixes

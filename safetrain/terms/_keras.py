@@ -571,7 +571,10 @@ def saved_terms(graph) -> List:
       covered.add((match.group(1), match.group(2)))
   scopes: Dict[str, List] = {}
   for op in graph.get_operations():
-    match = _SCOPE.match(op.name + "/")
+    name = op.name
+    if "Regularizer" not in name:  # Cheap: most ops' names are not matched.
+      continue
+    match = _SCOPE.match(name + "/")
     if (match and (match.group(1), match.group(2)) not in covered and
         not _GRADIENTS.search(match.group(1)) and op.type != "Const"):
       scopes.setdefault(match.group(0), []).append(op)

@@ -255,39 +255,6 @@ def _leaves(master, memo: _graph.Memo) -> Set[tf.Operation]:
   return memo.depth_and_leaves[master_key][1]
 
 
-def _inside_a_copy(core, masters: Sequence[tf.Tensor],
-                   memo: _graph.Memo) -> bool:
-  """Whether a tensor above ``core`` computes what one of ``masters`` does.
-
-  Looks as many steps up from the core as the deepest master reaches from
-  its variable: a regularizer's few ops.
-  """
-  if not masters:
-    return False
-  frontier = [core]
-  seen = {core}
-  for _ in range(max(_depth(m, memo) for m in masters)):
-    following = []
-    for op in frontier:
-      for output in op.outputs:
-        for consumer in output.consumers():
-          if consumer in seen:
-            continue
-          seen.add(consumer)
-          following.append(consumer)
-          for master in masters:
-            if (consumer.type == master.op.type and _graph.same_computation(
-                consumer.outputs[master.value_index], master, memo)):
-              return True
-    frontier = following
-  return False
-
-
-def _depth(master, memo: _graph.Memo) -> int:
-  _leaves(master, memo)
-  return memo.depth_and_leaves[_graph.key(master)][0]
-
-
 def _covered(masters: Sequence[tf.Tensor]) -> Set[tf.Operation]:
   """The ops inside known terms."""
   if not masters:
@@ -320,12 +287,21 @@ def penalty_terms(graph, known: Sequence = (),
     # the tensor the collection holds, and a saved graph no longer says
     # which entries were lazy: a tensor that computes what a known term of
     # the same variable does, the same way, is that term.
+    # Each copy is searched for once (and kept in ``memo`` for the check),
+    # and only for the terms of variables that have an uncovered penalty.
     masters_of: Dict[tf.Operation, List[tf.Tensor]] = {}
     for master in masters:
       for leaf in _leaves(master, memo):
         masters_of.setdefault(leaf, []).append(master)
-    cores = [op for op in cores if not _inside_a_copy(
-        op, masters_of.get(_core_variable(op), ()), memo)]
+    searched: Set[tf.Operation] = set()
+    for variable in {_core_variable(op) for op in cores}:
+      for master in masters_of.get(variable, ()):
+        if master.op not in searched:
+          searched.add(master.op)
+          covered.update(_graph.ancestor_ops(
+              [k[0] for k in _graph.copies(master, memo)], control=False,
+              stop=covered.__contains__))
+    cores = [op for op in cores if op not in covered]
   if not cores:
     return []
   growth = _Growth(cores)
