@@ -193,6 +193,17 @@ class CopiesTest(absltest.TestCase):
                   name="other_cast")
       self.assertEqual(self._names(master), ["own_read", "sharing"])
 
+  def test_an_attribute_read_from_dtypes_still_tells_ops_apart(self):
+    # Bitcast's attributes are its input's and its output's dtypes: the
+    # comparison reads dtypes instead of the NodeDef, and must still see
+    # an output dtype that differs.
+    with tf.Graph().as_default():
+      x = tf.compat.v1.placeholder(tf.float32, [3])
+      self.assertTrue(_graph.same_computation(tf.bitcast(x, tf.int32),
+                                              tf.bitcast(x, tf.int32)))
+      self.assertFalse(_graph.same_computation(tf.bitcast(x, tf.uint32),
+                                               tf.bitcast(x, tf.int32)))
+
   def test_a_memo_keeps_the_whole_answer(self):
     with tf.Graph().as_default():
       w = tf.compat.v1.get_variable("w", [3], use_resource=True)

@@ -198,34 +198,51 @@ def _disallowed_attr(meta_graph_def) -> Optional[str]:
   nodes = list(graph_def.node)
   for function in graph_def.library.function:
     nodes.extend(function.node_def)
+  rules_of: Dict[str, Tuple] = {}
   for node in nodes:
-    if node.op == "Const" and "value" in node.attr and "dtype" in node.attr:
+    op = node.op
+    rules = rules_of.get(op)
+    if rules is None:
+      rules = rules_of[op] = _allowed_values(op)
+    if op == "Const" and "value" in node.attr and "dtype" in node.attr:
       if node.attr["value"].tensor.dtype != node.attr["dtype"].type:
         return (f"constant {_printable(node.name, limit=80)!r} holds a "
                 "tensor of another type than its dtype attribute")
-    op_def = op_def_registry.get(node.op)
-    if op_def is None:
+    if not rules:
       continue
-    for attr_def in op_def.attr:
-      allowed = attr_def.allowed_values
-      if not allowed.HasField("list") or attr_def.name not in node.attr:
+    attrs = node.attr
+    for name, kind, permitted in rules:
+      if name not in attrs:
         continue
-      value = node.attr[attr_def.name]
-      if attr_def.type == "type":
+      value = attrs[name]
+      if kind == "type":
         given = [value.type] if value.WhichOneof("value") == "type" else []
-        permitted = set(allowed.list.type)
-      elif attr_def.type == "list(type)":
+      elif kind == "list(type)":
         given = list(value.list.type)
-        permitted = set(allowed.list.type)
-      elif attr_def.type == "string":
+      else:  # "string"
         given = [value.s] if value.WhichOneof("value") == "s" else []
-        permitted = set(allowed.list.s)
-      else:
-        continue
       if any(v not in permitted for v in given):
-        return (f"node {_printable(node.name, limit=80)!r} ({node.op}) has "
-                f"attribute {attr_def.name} outside the values its op allows")
+        return (f"node {_printable(node.name, limit=80)!r} ({op}) has "
+                f"attribute {name} outside the values its op allows")
   return None
+
+
+def _allowed_values(op_type: str) -> Tuple[Tuple[str, str, frozenset], ...]:
+  """(attribute, kind, allowed values) of ``op_type``'s restricted attrs."""
+  op_def = op_def_registry.get(op_type)
+  if op_def is None:
+    return ()
+  rules = []
+  for attr_def in op_def.attr:
+    allowed = attr_def.allowed_values
+    if not allowed.HasField("list"):
+      continue
+    if attr_def.type in ("type", "list(type)"):
+      rules.append((attr_def.name, attr_def.type,
+                    frozenset(allowed.list.type)))
+    elif attr_def.type == "string":
+      rules.append((attr_def.name, "string", frozenset(allowed.list.s)))
+  return tuple(rules)
 
 
 def load_meta_graph(path: str) -> Tuple[tf.Graph, meta_graph_pb2.MetaGraphDef,

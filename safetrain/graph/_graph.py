@@ -20,6 +20,7 @@ from typing import (
   Iterable,
   Iterator,
   List,
+  NamedTuple,
   Optional,
   Set,
   Tuple,
@@ -432,7 +433,7 @@ class Memo:
 
   def __init__(self):
     self.attrs: Dict[tf.Operation, Tuple] = {}
-    self.depth_and_leaves: Dict[TensorKey, Tuple] = {}
+    self.depth_and_leaves: Dict[TensorKey, Computation] = {}
     self.leaves: Dict[TensorKey, Tuple[tf.Operation, ...]] = {}
     # Answers to questions about the whole graph (the audit's regularization
     # terms, which every train op of a saved graph shares), by question.
@@ -474,9 +475,39 @@ def _same_computation(a, b, depth: int, memo: Memo) -> bool:
       x.op.type != y.op.type or x.value_index != y.value_index
       for x, y in zip(inputs_a, inputs_b, strict=True)):
     return False
-  return (all(_same_computation(x, y, depth - 1, memo)
-              for x, y in zip(inputs_a, inputs_b, strict=True)) and
-          memo.op_attrs(op_a) == memo.op_attrs(op_b))
+  if not all(_same_computation(x, y, depth - 1, memo)
+             for x, y in zip(inputs_a, inputs_b, strict=True)):
+    return False
+  if _attrs_follow_dtypes(op_a):  # Equal inputs: equal input dtypes.
+    return all(x.dtype == y.dtype
+               for x, y in zip(op_a.outputs, op_b.outputs, strict=True))
+  return memo.op_attrs(op_a) == memo.op_attrs(op_b)
+
+
+_FOLLOW_DTYPES: Dict[str, bool] = {}
+
+
+def _attrs_follow_dtypes(op) -> bool:
+  """Whether ``op``'s attributes are all dtypes of its inputs and outputs.
+
+  Then two ops of its type with inputs of equal dtypes and outputs of equal
+  dtypes have equal attributes (``Mul``'s ``T``, ``ReadVariableOp``'s
+  ``dtype``), and reading them (a NodeDef each) can be skipped.
+  """
+  found = _FOLLOW_DTYPES.get(op.type)
+  if found is None:
+    try:
+      op_def = op.op_def
+    except Exception:  # pylint: disable=broad-except
+      op_def = None  # A function call or an unregistered op: compare all.
+    found = False
+    if op_def is not None and op_def.name == op.type:
+      bound = {arg.type_attr for arg in (*op_def.input_arg,
+                                         *op_def.output_arg)}
+      found = all(attr.type == "type" and attr.name in bound
+                  for attr in op_def.attr)
+    _FOLLOW_DTYPES[op.type] = found
+  return found
 
 
 def same_computation(a, b, memo: Optional[Memo] = None) -> bool:
@@ -543,11 +574,10 @@ def _all_copies(master, master_key: TensorKey, memo: Memo) -> List[TensorKey]:
   found_depth = memo.depth_and_leaves.get(master_key)
   if found_depth is None:
     found_depth = memo.depth_and_leaves[master_key] = depth_and_leaves(master)
-  depth, leaves = found_depth
+  depth, leaves, types = found_depth
   # Every op between a copy's leaves and its top is one of the copy's ops,
   # so of a type found in the master: nothing else needs to be entered (a
   # variable has many consumers: its reads, initializer, updates, layers).
-  types = {op.type for op in ancestor_ops([master.op], control=False)}
   found = []
   frontier = set(leaves)
   seen = set(frontier)
@@ -558,7 +588,7 @@ def _all_copies(master, master_key: TensorKey, memo: Memo) -> List[TensorKey]:
         for consumer in output.consumers():
           if consumer not in seen:
             seen.add(consumer)
-            if consumer.type in types:
+            if types is None or consumer.type in types:
               following.add(consumer)
     for op in following:
       candidate_key = (op, master.value_index)
@@ -573,17 +603,27 @@ def _all_copies(master, master_key: TensorKey, memo: Memo) -> List[TensorKey]:
 _MAX_DEPTH = 64
 
 
-def depth_and_leaves(tensor) -> Tuple[int, Set[tf.Operation]]:
-  """The depth of ``tensor``'s computation and its non-constant leaves."""
+class Computation(NamedTuple):
+  """What a tensor's computation is made of (see ``depth_and_leaves``)."""
+  depth: int
+  leaves: Set[tf.Operation]  # Its non-constant leaves: variables, inputs.
+  types: Optional[FrozenSet[str]]  # Its op types; None if too deep to list.
+
+
+def depth_and_leaves(tensor) -> Computation:
+  """The depth of ``tensor``'s computation, its leaves and its op types."""
   depth_of: Dict[tf.Operation, int] = {}
   leaves: Set[tf.Operation] = set()
   stack = [tensor.op]
+  capped = False
   while stack:
     op = stack[-1]
     pending = [t.op for t in op.inputs if t.op not in depth_of]
-    if pending and len(stack) < _MAX_DEPTH:
-      stack.extend(pending)
-      continue
+    if pending:
+      if len(stack) < _MAX_DEPTH:
+        stack.extend(pending)
+        continue
+      capped = True
     stack.pop()
     if not op.inputs:
       depth_of[op] = 0
@@ -591,4 +631,5 @@ def depth_and_leaves(tensor) -> Tuple[int, Set[tf.Operation]]:
         leaves.add(op)
     else:
       depth_of[op] = 1 + max(depth_of.get(t.op, _MAX_DEPTH) for t in op.inputs)
-  return depth_of[tensor.op], leaves
+  types = None if capped else frozenset(op.type for op in depth_of)
+  return Computation(depth_of[tensor.op], leaves, types)
