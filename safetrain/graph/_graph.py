@@ -34,6 +34,8 @@ from tensorflow.python.framework import function_def_to_graph as _fdef_to_graph
 
 # The gradient registry is the only place that says whether TensorFlow can
 # differentiate an op; tf.gradients consults the same function.
+# Op signatures, to tell which ops' attributes are only their dtypes.
+from tensorflow.python.framework import op_def_registry as _op_def_registry
 from tensorflow.python.framework import ops as _tf_ops
 
 _GRADIENT_REGISTRY = (getattr(_tf_ops, "gradient_registry", None) or
@@ -496,12 +498,12 @@ def _attrs_follow_dtypes(op) -> bool:
   """
   found = _FOLLOW_DTYPES.get(op.type)
   if found is None:
-    try:
-      op_def = op.op_def
-    except Exception:  # pylint: disable=broad-except
-      op_def = None  # A function call or an unregistered op: compare all.
+    # Registered ops only: a call of a graph's function (its type is the
+    # function's name, which another graph may give another function) and
+    # an unknown op have all their attributes compared.
+    op_def = _op_def_registry.get(op.type)
     found = False
-    if op_def is not None and op_def.name == op.type:
+    if op_def is not None:
       bound = {arg.type_attr for arg in (*op_def.input_arg,
                                          *op_def.output_arg)}
       found = all(attr.type == "type" and attr.name in bound
